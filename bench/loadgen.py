@@ -1,0 +1,112 @@
+"""Run wrk with bench/post.lua and parse its text report into numbers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from procs import BenchError
+
+POST_LUA = Path(__file__).with_name("post.lua")
+
+_TIME_UNITS_US = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
+_PERCENTILE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+_REQUESTS = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.MULTILINE)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.MULTILINE)
+_SOCKET_ERRORS = re.compile(
+    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.MULTILINE
+)
+_NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_LUA_LINE = re.compile(r"^aigw-bench non2xx=(\d+) statuses=(\S*)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run. Latencies in microseconds; errors = socket errors + non-2xx."""
+
+    requests: int
+    duration_s: float
+    rps: float
+    p50_us: float
+    p99_us: float
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    non2xx: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.socket_errors.values()) + self.non2xx
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Parse wrk 4.x output (needs `--latency` and post.lua's done() line)."""
+    percentiles = {p: float(v) * _TIME_UNITS_US[u] for p, v, u in _PERCENTILE.findall(text)}
+    requests = _REQUESTS.search(text)
+    rps = _RPS.search(text)
+    if requests is None or rps is None or set(percentiles) != {"50", "99"}:
+        raise BenchError(f"cannot parse wrk output:\n{text}")
+    socket_errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    if match := _SOCKET_ERRORS.search(text):
+        socket_errors = dict(zip(socket_errors, map(int, match.groups()), strict=True))
+    return WrkResult(
+        requests=int(requests.group(1)),
+        duration_s=float(requests.group(2)) * _TIME_UNITS_US[requests.group(3)] / 1e6,
+        rps=float(rps.group(1)),
+        p50_us=percentiles["50"],
+        p99_us=percentiles["99"],
+        socket_errors=socket_errors,
+        non2xx=_non2xx(text),
+        statuses=_statuses(text),
+    )
+
+
+def _non2xx(text: str) -> int:
+    if match := _LUA_LINE.search(text):
+        return int(match.group(1))
+    # Without the script's line, fall back on wrk's own count (4xx and 5xx only).
+    match = _NON_2XX_3XX.search(text)
+    return int(match.group(1)) if match else 0
+
+
+def _statuses(text: str) -> dict[str, int]:
+    match = _LUA_LINE.search(text)
+    if match is None or not match.group(2):
+        return {}
+    pairs = (item.split(":") for item in match.group(2).split(","))
+    return {status: int(count) for status, count in pairs}
+
+
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    model: str,
+    threads: int = 1,
+    timeout_s: float = 5.0,
+) -> WrkResult:
+    """POST chat requests at `url` for `duration_s` with a fixed number of connections."""
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        f"--timeout={timeout_s:g}s",
+        "--latency",
+        "-s",
+        str(POST_LUA),
+        url,
+        "--",
+        model,
+    ]
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from exc
+    if done.returncode != 0:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)

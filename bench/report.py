@@ -1,0 +1,419 @@
+"""The results of one run, judged against the targets, as Markdown and JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from loadgen import WrkResult
+from measure import FanoutRun, HopRow, Plan, SlowRun, StartupRun, TtfbRun
+from streams import FanoutSummary, TtfbSummary
+
+# The targets, in the units the report prints.
+ADDED_P50_US = 150.0
+ADDED_P99_US = 400.0
+CPU_PER_REQUEST_US = 150.0
+CPU_AT_CONNECTIONS = 16
+SLOW_RPS_RATIO = 0.90
+ADDED_TTFB_MS = 1.0
+RSS_IDLE_MIB = 80.0
+STARTUP_S = 1.0
+
+TTFB_HEADER = ("target", "requests", "errors", "TTFB p50 ms", "TTFB p99 ms")
+TTFB_HEADER += ("total p50 ms", "total p99 ms")
+FANOUT_HEADER = ("target", "streams", "completed", "errors", "wall s", "TTFB p50/p99 ms")
+FANOUT_HEADER += ("max gap ms", "p99 of max gaps ms", "stalled")
+
+
+@dataclass
+class Results:
+    """Everything one run measured; a field stays empty when its section did not run."""
+
+    machine: dict[str, str]
+    plan: Plan
+    quick: bool
+    workers: int
+    access_log: bool
+    started_at: str
+    elapsed_s: float = 0.0
+    hops: list[HopRow] = field(default_factory=list)
+    slow: SlowRun | None = None
+    ttfb: TtfbRun | None = None
+    fanout: FanoutRun | None = None
+    startup: StartupRun | None = None
+    rss_idle_mib: float | None = None
+    rss_after_mib: float | None = None
+    rss_peak_mib: float | None = None
+    gateway_problem_lines: int = 0
+    gateway_problem_samples: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    measured: str
+    passed: bool | None  # None: not measured
+
+    @property
+    def label(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
+
+
+def added_us(row: HopRow, hop: WrkResult | None) -> tuple[float, float] | None:
+    """(p50, p99) that a hop adds over the direct run, microseconds."""
+    if hop is None:
+        return None
+    return hop.p50_us - row.direct.p50_us, hop.p99_us - row.direct.p99_us
+
+
+def _hop(results: Results, connections: int) -> HopRow | None:
+    return next((row for row in results.hops if row.connections == connections), None)
+
+
+# --- verdicts -------------------------------------------------------------------------
+
+
+def _latency_verdicts(results: Results) -> list[Verdict]:
+    row = _hop(results, 1)
+    added = added_us(row, row.aigw) if row else None
+    if added is None:
+        return [
+            Verdict(f"added latency c=1 p50 ≤ {ADDED_P50_US:g} µs", "not measured", None),
+            Verdict(f"added latency c=1 p99 ≤ {ADDED_P99_US:g} µs", "not measured", None),
+        ]
+    return [
+        Verdict(
+            f"added latency c=1 p50 ≤ {ADDED_P50_US:g} µs",
+            f"{added[0]:.0f} µs",
+            added[0] <= ADDED_P50_US,
+        ),
+        Verdict(
+            f"added latency c=1 p99 ≤ {ADDED_P99_US:g} µs",
+            f"{added[1]:.0f} µs",
+            added[1] <= ADDED_P99_US,
+        ),
+    ]
+
+
+def _cpu_verdict(results: Results) -> Verdict:
+    target = f"gateway CPU per request at c={CPU_AT_CONNECTIONS} ≤ {CPU_PER_REQUEST_US:g} µs"
+    row = _hop(results, CPU_AT_CONNECTIONS)
+    if row is None or row.aigw_cpu_us is None or row.aigw is None:
+        return Verdict(target, "not measured", None)
+    ok = row.aigw_cpu_us <= CPU_PER_REQUEST_US and row.aigw.errors == 0
+    return Verdict(target, f"{row.aigw_cpu_us:.0f} µs ({row.aigw.errors} errors)", ok)
+
+
+def _slow_verdicts(results: Results) -> list[Verdict]:
+    slow = results.slow
+    c = slow.connections if slow else 256
+    ratio_target = f"50 ms upstream @{c} conns: aigw RPS ≥ {SLOW_RPS_RATIO:.0%} of direct"
+    errors_target = f"50 ms upstream @{c} conns: 0 errors through aigw"
+    if slow is None or slow.aigw is None or slow.ratio is None:
+        return [Verdict(ratio_target, "not measured", None), Verdict(errors_target, "", None)]
+    return [
+        Verdict(
+            ratio_target,
+            f"{slow.ratio:.1%} ({slow.aigw.rps:.0f} / {slow.direct.rps:.0f})",
+            slow.ratio >= SLOW_RPS_RATIO,
+        ),
+        Verdict(errors_target, _errors_text(slow.aigw), slow.aigw.errors == 0),
+    ]
+
+
+def _streaming_verdicts(results: Results) -> list[Verdict]:
+    ttfb_target = f"streaming added TTFB p50 ≤ {ADDED_TTFB_MS:g} ms"
+    added = results.ttfb.added_p50_ms if results.ttfb else None
+    if added is None or results.ttfb is None or results.ttfb.aigw is None:
+        ttfb = Verdict(ttfb_target, "not measured", None)
+    else:
+        errors = results.ttfb.aigw.errors
+        ttfb = Verdict(
+            ttfb_target, f"{added:.3f} ms ({errors} errors)", added <= ADDED_TTFB_MS and not errors
+        )
+    fan = results.fanout.aigw if results.fanout else None
+    n = results.plan.fanout_streams
+    fan_target = f"{n} concurrent streams through aigw: all complete, no stall"
+    if fan is None:
+        return [ttfb, Verdict(fan_target, "not measured", None)]
+    ok = fan.completed == fan.streams and fan.errors == 0 and fan.stalled_streams == 0
+    measured = (
+        f"{fan.completed}/{fan.streams} complete, {fan.errors} errors, "
+        f"max gap {fan.max_gap_ms:.0f} ms, {fan.stalled_streams} stalled"
+    )
+    return [ttfb, Verdict(fan_target, measured, ok)]
+
+
+def _process_verdicts(results: Results) -> list[Verdict]:
+    rss_target = f"RSS idle ≤ {RSS_IDLE_MIB:g} MiB"
+    start_target = f"start-up (spawn → /health 200, median) ≤ {STARTUP_S:g} s"
+    rss = results.rss_idle_mib
+    start = results.startup
+    return [
+        Verdict(rss_target, "not measured", None)
+        if rss is None
+        else Verdict(rss_target, f"{rss:.1f} MiB", rss <= RSS_IDLE_MIB),
+        Verdict(start_target, "not measured", None)
+        if start is None
+        else Verdict(
+            start_target, f"{start.median_start_s:.3f} s", start.median_start_s <= STARTUP_S
+        ),
+    ]
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    return [
+        *_latency_verdicts(results),
+        _cpu_verdict(results),
+        *_slow_verdicts(results),
+        *_streaming_verdicts(results),
+        *_process_verdicts(results),
+    ]
+
+
+# --- Markdown -------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _num(value: float | None, fmt: str = ".0f") -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def _errors_text(result: WrkResult) -> str:
+    if not result.errors:
+        return "0"
+    parts = [f"{kind} {n}" for kind, n in result.socket_errors.items() if n]
+    bad = {s: n for s, n in result.statuses.items() if not s.startswith("2")}
+    if bad:
+        parts.append("HTTP " + ", ".join(f"{s}x{n}" for s, n in bad.items()))
+    return f"{result.errors} ({'; '.join(parts)})"
+
+
+def _verdict_section(results: Results) -> list[str]:
+    rows = [[v.target, v.measured, f"**{v.label}**"] for v in verdicts(results)]
+    return ["## Targets", "", *_table(["target", "measured", "result"], rows)]
+
+
+def _machine_section(results: Results) -> list[str]:
+    rows = [[key, value] for key, value in results.machine.items()]
+    rows.append(["aigw workers", str(results.workers)])
+    rows.append(["aigw access log", "on" if results.access_log else "off"])
+    return ["## Machine", "", *_table(["", ""], rows)]
+
+
+def _hop_rows(row: HopRow) -> list[list[str]]:
+    out = []
+    cpu = {"direct": row.direct_cpu_us, "nginx": row.nginx_hop_cpu_us, "aigw": row.aigw_cpu_us}
+    names = {"direct": "direct", "nginx": "nginx proxy_pass", "aigw": "aigw"}
+    for key, result in (("direct", row.direct), ("nginx", row.nginx), ("aigw", row.aigw)):
+        if result is None:
+            out.append([str(row.connections), names[key], "not run", *["—"] * 6])
+            continue
+        added = added_us(row, result) if key != "direct" else None
+        out.append(
+            [
+                str(row.connections),
+                names[key],
+                f"{result.rps:,.0f}",
+                f"{result.p50_us:.0f}",
+                f"{result.p99_us:.0f}",
+                _num(added[0] if added else None),
+                _num(added[1] if added else None),
+                _num(cpu[key]),
+                _errors_text(result),
+            ]
+        )
+    return out
+
+
+def _hops_section(results: Results) -> list[str]:
+    if not results.hops:
+        return []
+    header = ["c", "target", "RPS", "p50 µs", "p99 µs", "added p50 µs", "added p99 µs"]
+    header += ["CPU µs/req", "errors"]
+    rows = [line for row in results.hops for line in _hop_rows(row)]
+    return [
+        f"## 1. Instant upstream (nginx `return 200`), wrk -t1, {results.plan.hop_s:g} s per run",
+        "",
+        *_table(header, rows),
+        "CPU µs/req: *direct* = the nginx worker serving the response; *nginx proxy_pass* ="
+        " what the hop adds in that same worker (proxy run - direct run); *aigw* = the"
+        " gateway process tree alone ((utime+stime) / completed requests).",
+        "",
+    ]
+
+
+def _slow_section(results: Results) -> list[str]:
+    slow = results.slow
+    if slow is None:
+        return []
+    rows = []
+    for name, result in (("direct", slow.direct), ("aigw", slow.aigw)):
+        if result is None:
+            rows.append([name, "not run", "—", "—", "—", "—"])
+            continue
+        cpu = slow.aigw_cpu_us if name == "aigw" else None
+        rows.append(
+            [
+                name,
+                f"{result.rps:,.0f}",
+                f"{result.p50_us / 1e3:.1f}",
+                f"{result.p99_us / 1e3:.1f}",
+                _num(cpu),
+                _errors_text(result),
+            ]
+        )
+    ratio = "—" if slow.ratio is None else f"{slow.ratio:.1%}"
+    return [
+        f"## 2. Simulator at {slow.latency_ms} ms, wrk -t2 -c{slow.connections},"
+        f" {results.plan.slow_s:g} s per run",
+        "",
+        *_table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "errors"], rows),
+        f"aigw / direct RPS: **{ratio}**",
+        "",
+    ]
+
+
+def _ttfb_row(name: str, summary: TtfbSummary | None) -> list[str]:
+    if summary is None:
+        return [name, "not run", *["—"] * 5]
+    return [
+        name,
+        str(summary.requests),
+        str(summary.errors),
+        f"{summary.ttfb_p50_ms:.3f}",
+        f"{summary.ttfb_p99_ms:.3f}",
+        f"{summary.total_p50_ms:.1f}",
+        f"{summary.total_p99_ms:.1f}",
+    ]
+
+
+def _fanout_row(name: str, summary: FanoutSummary | None) -> list[str]:
+    if summary is None:
+        return [name, "not run", *["—"] * 7]
+    return [
+        name,
+        str(summary.streams),
+        str(summary.completed),
+        str(summary.errors),
+        f"{summary.wall_s:.2f}",
+        f"{summary.ttfb_p50_ms:.1f} / {summary.ttfb_p99_ms:.1f}",
+        f"{summary.max_gap_ms:.0f}",
+        f"{summary.p99_max_gap_ms:.0f}",
+        str(summary.stalled_streams),
+    ]
+
+
+def _streaming_section(results: Results) -> list[str]:
+    lines = ["## 3. Streaming", ""]
+    if ttfb := results.ttfb:
+        spec = ttfb.spec
+        lines += [
+            f"Sequential streamed requests over keep-alive, direct and via aigw alternating;"
+            f" simulator latency {spec.latency_ms} ms, {spec.tokens_per_s:g} tokens/s,"
+            f" {spec.completion_tokens} tokens.",
+            "",
+            *_table(
+                [*TTFB_HEADER],
+                [_ttfb_row("direct", ttfb.direct), _ttfb_row("aigw", ttfb.aigw)],
+            ),
+            f"Added TTFB: p50 **{_num(ttfb.added_p50_ms, '.3f')} ms**,"
+            f" p99 {_num(ttfb.added_p99_ms, '.3f')} ms",
+            "",
+        ]
+    if fan := results.fanout:
+        spec, stall = fan.spec, fan.direct.stall_factor * fan.direct.expected_interval_ms
+        lines += [
+            f"Concurrent streams, one connection each; simulator {spec.tokens_per_s:g}"
+            f" tokens/s, {spec.completion_tokens} tokens; a stream *stalls* when two of its"
+            f" events are more than {stall:.0f} ms apart ({fan.direct.stall_factor:g}x the"
+            f" {fan.direct.expected_interval_ms:.0f} ms token interval).",
+            "",
+            *_table(
+                [*FANOUT_HEADER],
+                [_fanout_row("direct", fan.direct), _fanout_row("aigw", fan.aigw)],
+            ),
+        ]
+        samples = (fan.aigw.error_samples if fan.aigw else []) + fan.direct.error_samples
+        lines += [f"- error: `{s}`" for s in samples] + ([""] if samples else [])
+    return lines if len(lines) > 2 else []
+
+
+def _process_section(results: Results) -> list[str]:
+    rows = []
+    if start := results.startup:
+        runs = ", ".join(f"{s:.3f}" for s in start.start_s)
+        rows.append(["start-up s (spawn → /health 200)", f"median {start.median_start_s:.3f}"])
+        rows.append(["start-up runs s", runs])
+        rows.append(["graceful stop s (SIGTERM → exit), median", f"{start.median_stop_s:.3f}"])
+    rows.append(["RSS idle MiB", _num(results.rss_idle_mib, ".1f")])
+    rows.append(["RSS after load MiB", _num(results.rss_after_mib, ".1f")])
+    rows.append(["peak RSS (VmHWM) MiB", _num(results.rss_peak_mib, ".1f")])
+    return ["## 4-5. Start-up and memory", "", *_table(["", ""], rows)]
+
+
+def _problems_section(results: Results) -> list[str]:
+    lines = []
+    if results.errors:
+        lines += ["## Sections that did not run", ""]
+        lines += [f"- **{name}**: `{why[:500]}`" for name, why in results.errors.items()]
+        lines.append("")
+    if results.gateway_problem_lines:
+        lines += [
+            f"## Gateway log: {results.gateway_problem_lines} lines at warning level or worse",
+            "",
+            "```",
+            *results.gateway_problem_samples,
+            "```",
+            "",
+        ]
+    return lines
+
+
+def render_markdown(results: Results) -> str:
+    title = "# aigw benchmark" + (" (quick)" if results.quick else "")
+    sections: list[Callable[[Results], list[str]]] = [
+        _verdict_section,
+        _hops_section,
+        _slow_section,
+        _streaming_section,
+        _process_section,
+        _problems_section,
+        _machine_section,
+    ]
+    lines = [title, "", f"{results.started_at}, {results.elapsed_s:.0f} s in all.", ""]
+    for section in sections:
+        lines += section(results)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_json(results: Results) -> str:
+    """The raw results plus the verdicts and the derived figures, for tools."""
+    data = dataclasses.asdict(results)
+    data["verdicts"] = [dataclasses.asdict(v) | {"result": v.label} for v in verdicts(results)]
+    data["derived"] = {
+        "added_us": {
+            str(row.connections): {
+                "nginx": added_us(row, row.nginx),
+                "aigw": added_us(row, row.aigw),
+            }
+            for row in results.hops
+        },
+        "slow_ratio": results.slow.ratio if results.slow else None,
+        "added_ttfb_ms": {
+            "p50": results.ttfb.added_p50_ms,
+            "p99": results.ttfb.added_p99_ms,
+        }
+        if results.ttfb
+        else None,
+        "startup_median_s": results.startup.median_start_s if results.startup else None,
+    }
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"

@@ -1,0 +1,242 @@
+"""Benchmark aigw against direct calls, in one go, and print a Markdown report.
+
+    python bench/run.py [--quick] [--out bench/out] [--workers N] [--no-access-log]
+                        [--sections hops,slow,ttfb,fanout,startup]
+
+Writes OUT/report.md and OUT/results.json (see bench/README.md for what each number
+means). Only 127.0.0.1 is ever targeted; every child process is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+from machine import machine_info
+from measure import (
+    FULL,
+    QUICK,
+    Plan,
+    measure_fanout,
+    measure_hops,
+    measure_slow,
+    measure_startup,
+    measure_ttfb,
+    rss_mib,
+)
+from procs import BenchError, Child, ProcessGroup, free_port
+from report import Results, render_markdown, to_json
+from stack import (
+    MODEL_FANOUT,
+    MODEL_NGINX,
+    MODEL_SLOW,
+    MODEL_TTFB,
+    Nginx,
+    SimulatorSpec,
+    gateway_log_problems,
+    start_gateway,
+    start_nginx,
+    start_simulator,
+    write_gateway_config,
+)
+
+SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup")
+SLOW_SIM = SimulatorSpec("slow", latency_ms=50, tokens_per_s=0, completion_tokens=16)
+TTFB_SIM = SimulatorSpec("ttfb", latency_ms=0, tokens_per_s=50, completion_tokens=4)
+FANOUT_SIM = SimulatorSpec("fanout", latency_ms=0, tokens_per_s=20, completion_tokens=16)
+# What a section can fail with without stopping the rest of the run.
+SECTION_ERRORS = (BenchError, OSError, subprocess.SubprocessError)
+
+T = TypeVar("T")
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _guard(results: Results, name: str, step: Callable[[], T]) -> T | None:
+    """Run one step; on failure record why under `name` and go on with the others."""
+    try:
+        return step()
+    except SECTION_ERRORS as exc:
+        results.errors[name] = str(exc)
+        say(f"{name}: FAILED: {str(exc)[:300]}")
+        return None
+
+
+class Stack:
+    """The upstreams and the gateway of one run, started in `group`."""
+
+    def __init__(self, group: ProcessGroup, results: Results) -> None:
+        self.group = group
+        self.results = results
+        self.nginx: Nginx | None = None
+        self.sims: dict[str, Child] = {}
+        self.gateway: Child | None = None
+        self.config = group.workdir / "aigw.yaml"
+
+    def start_upstreams(self) -> None:
+        say("starting nginx and the simulators")
+        self.nginx = _guard(self.results, "nginx", lambda: start_nginx(self.group))
+        for spec in (SLOW_SIM, TTFB_SIM, FANOUT_SIM):
+            child = _guard(
+                self.results,
+                f"simulator {spec.name}",
+                lambda s=spec: start_simulator(self.group, s),
+            )
+            if child is not None:
+                self.sims[spec.name] = child
+        write_gateway_config(self.config, self._upstream_ports(), self.results.access_log)
+
+    def _upstream_ports(self) -> dict[str, int]:
+        # An upstream that did not start gets a dead port: aigw still starts, and the
+        # sections that need that upstream are skipped.
+        def port(child: Child | None) -> int:
+            return child.port if child is not None else free_port()
+
+        return {
+            MODEL_NGINX: port(self.nginx.child if self.nginx else None),
+            MODEL_SLOW: port(self.sims.get("slow")),
+            MODEL_TTFB: port(self.sims.get("ttfb")),
+            MODEL_FANOUT: port(self.sims.get("fanout")),
+        }
+
+    def start_gateway(self) -> None:
+        say("starting aigw")
+        self.gateway = _guard(
+            self.results,
+            "aigw",
+            lambda: start_gateway(self.group, self.config, self.results.workers),
+        )
+        if self.gateway is not None:
+            time.sleep(1.0)  # let start-up allocations settle before the idle reading
+            self.results.rss_idle_mib = rss_mib(self.gateway)
+            say(f"aigw on port {self.gateway.port}, RSS {self.results.rss_idle_mib:.1f} MiB")
+
+
+def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
+    results, gw = stack.results, stack.gateway
+    if "startup" in sections:
+        say(f"start-up time, {plan.startup_runs} runs")
+        results.startup = _guard(
+            results,
+            "startup",
+            lambda: measure_startup(stack.group, stack.config, results.workers, plan.startup_runs),
+        )
+    stack.start_gateway()
+    gw = stack.gateway
+    if "hops" in sections and (nginx := stack.nginx):
+        say(f"instant upstream: c=1,16,64 x direct/nginx/aigw, {plan.hop_s:g} s each")
+        results.hops = _guard(results, "hops", lambda: measure_hops(nginx, gw, plan)) or []
+    if "slow" in sections and (sim := stack.sims.get("slow")):
+        say(f"simulator 50 ms at c={plan.slow_connections}, {plan.slow_s:g} s each")
+        results.slow = _guard(results, "slow", lambda: measure_slow(sim, SLOW_SIM, gw, plan))
+    if "ttfb" in sections and (sim := stack.sims.get("ttfb")):
+        say(f"streaming TTFB: {plan.ttfb_requests} sequential requests per target")
+        results.ttfb = _guard(results, "ttfb", lambda: measure_ttfb(sim, TTFB_SIM, gw, plan))
+    if "fanout" in sections and (sim := stack.sims.get("fanout")):
+        say(f"{plan.fanout_streams} concurrent streams, direct then via aigw")
+        results.fanout = _guard(
+            results, "fanout", lambda: measure_fanout(sim, FANOUT_SIM, gw, plan)
+        )
+    if gw is not None:
+        results.rss_after_mib = rss_mib(gw)
+        results.rss_peak_mib = rss_mib(gw, "VmHWM")
+
+
+def _keep_gateway_logs(gateway: Child | None, out: Path) -> None:
+    if gateway is None:
+        return
+    shutil.copyfile(gateway.stderr_path, out / "aigw.stderr")
+    lines = gateway.stdout_path.read_bytes().splitlines(keepends=True)
+    (out / "aigw.stdout.tail").write_bytes(b"".join(lines[-500:]))
+
+
+def run(args: argparse.Namespace) -> Results:
+    plan = QUICK if args.quick else FULL
+    results = Results(
+        machine=machine_info(),
+        plan=plan,
+        quick=args.quick,
+        workers=args.workers,
+        access_log=not args.no_access_log,
+        started_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    started = time.monotonic()
+    with (
+        tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp,
+        ProcessGroup(Path(tmp)) as group,
+    ):
+        stack = Stack(group, results)
+        stack.start_upstreams()
+        run_sections(stack, plan, set(args.sections))
+        if stack.gateway is not None:
+            count, samples = gateway_log_problems(stack.gateway)
+            results.gateway_problem_lines, results.gateway_problem_samples = count, samples
+            group.stop_all()  # flush the gateway's logs before keeping them
+            _keep_gateway_logs(stack.gateway, args.out)
+    results.elapsed_s = time.monotonic() - started
+    return results
+
+
+def _raise_nofile_limit() -> None:
+    # 500 streams through the gateway hold ~1,000 sockets in it; children inherit this.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, 65536), hard))
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the `with` blocks, which stop children
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short runs: a smoke test")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("out"))
+    parser.add_argument("--workers", type=int, default=1, help="aigw serve --workers")
+    parser.add_argument("--no-access-log", action="store_true", help="run aigw without it")
+    parser.add_argument(
+        "--sections",
+        type=lambda text: [s for s in text.split(",") if s],
+        default=list(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed (apt-get install -y wrk nginx)", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _raise_nofile_limit()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = run(args)
+    markdown = render_markdown(results)
+    (args.out / "report.md").write_text(markdown)
+    (args.out / "results.json").write_text(to_json(results))
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,3 @@
+"""aigw: a gateway for AI model APIs."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,223 @@
+"""The HTTP ingress: routes, request parsing, and rendering results as HTTP.
+
+It turns a wire request into a ``GatewayRequest``, runs the pipeline, and turns the
+result (or a ``GatewayError``) back into bytes. Every model call is counted, timed and
+written to the access log here, once, when its answer (or stream) is complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+
+from aigw.errors import (
+    GatewayError,
+    InvalidRequest,
+    MalformedJSON,
+    MethodNotAllowed,
+    ModelNotFound,
+    RouteNotFound,
+)
+from aigw.http.server import Request, Response, StreamingResponse
+from aigw.observability.logs import JsonLog
+from aigw.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from aigw.observability.metrics import Metrics
+from aigw.providers.sse import frame
+from aigw.types import Endpoint, GatewayRequest, GatewayResponse, Result, StreamResponse
+
+Pipeline = Callable[[GatewayRequest], Awaitable[Result]]
+
+MODEL_ROUTES = {
+    b"/v1/chat/completions": Endpoint.CHAT,
+    b"/v1/completions": Endpoint.COMPLETION,
+    b"/v1/embeddings": Endpoint.EMBEDDING,
+}
+REQUIRED_FIELD = {
+    Endpoint.CHAT: "messages",
+    Endpoint.COMPLETION: "prompt",
+    Endpoint.EMBEDDING: "input",
+}
+CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+class Runtime(Protocol):
+    """What the ingress needs from the gateway; replaced whole on config reload."""
+
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def model_names(self) -> list[str]: ...
+    @property
+    def request_timeout_s(self) -> float: ...
+    @property
+    def access_log(self) -> bool: ...
+
+
+class HttpIngress:
+    def __init__(self, runtime: Runtime, metrics: Metrics, log: JsonLog) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self.log = log
+        self.loop = asyncio.get_running_loop()
+        self.ready = True
+        self.in_flight = 0
+        metrics.in_flight.set_function(lambda: self.in_flight)
+        self.simple_routes: dict[bytes, Callable[[Request], Response]] = {
+            b"/health": lambda _: Response(b'{"status":"ok"}'),
+            b"/ready": self._ready,
+            b"/metrics": lambda _: Response(metrics.render(), content_type=METRICS_CONTENT_TYPE),
+            b"/v1/models": self._models,
+        }
+
+    async def __call__(self, request: Request) -> Response | StreamingResponse:
+        endpoint = MODEL_ROUTES.get(request.path)
+        if endpoint is not None:
+            if request.method != b"POST":
+                raise MethodNotAllowed(f"{request.path.decode()} accepts POST only")
+            return await self._model_call(request, endpoint)
+        route = self.simple_routes.get(request.path)
+        if route is None and request.path.startswith(b"/v1/models/"):
+            route = self._model
+        if route is None:
+            raise RouteNotFound(f"no route for {request.path.decode('latin-1')}")
+        if request.method not in (b"GET", b"HEAD"):
+            raise MethodNotAllowed(f"{request.path.decode()} accepts GET only")
+        return route(request)
+
+    # -- model calls
+
+    async def _model_call(
+        self, request: Request, endpoint: Endpoint
+    ) -> Response | StreamingResponse:
+        started = time.perf_counter()
+        rid = request.headers.get(b"x-request-id")
+        if rid is None or not _REQUEST_ID.fullmatch(rid):
+            rid = os.urandom(16).hex().encode()
+        headers = [(b"x-request-id", rid)]
+        runtime = self.runtime
+        req = GatewayRequest(
+            rid.decode(), endpoint, "", False, {}, request.body,
+            self.loop.time() + runtime.request_timeout_s, request.client_ip,
+        )  # fmt: skip
+        self.in_flight += 1
+        try:
+            _parse_into(req, request.body)
+            result = await runtime.pipeline(req)
+        except GatewayError as err:
+            self._finish(req, request, started, err.status, err.code)
+            return Response(err.to_json(), err.status, headers=headers)
+        except asyncio.CancelledError:
+            self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
+            raise
+        except Exception as exc:  # the boundary: a bug becomes a logged 500, not a dead socket
+            self._crash(req, exc)
+            self._finish(req, request, started, 500, "internal_error")
+            return Response(GatewayError("internal error").to_json(), 500, headers=headers)
+        if isinstance(result, GatewayResponse):
+            self._finish(req, request, started, result.status, None)
+            return Response(result.body, result.status, result.content_type, headers)
+        return StreamingResponse(
+            self._stream(req, request, result, started), result.status, result.content_type, headers
+        )
+
+    async def _stream(
+        self, req: GatewayRequest, request: Request, result: StreamResponse, started: float
+    ) -> AsyncIterator[bytes]:
+        status: int = CLIENT_CLOSED
+        code: str | None = "client_closed"
+        try:
+            async for chunk in result.chunks:
+                yield chunk
+            status, code = 200, None
+        except GatewayError as err:
+            # Headers are gone already: the error travels as a final SSE event.
+            status, code = err.status, err.code
+            yield frame(err.to_json())
+        except Exception as exc:  # the boundary, as above
+            self._crash(req, exc)
+            status, code = 500, "internal_error"
+            yield frame(GatewayError("internal error").to_json())
+        finally:
+            closer = getattr(result.chunks, "aclose", None)
+            if closer is not None:
+                await closer()
+            self._finish(req, request, started, status, code)
+
+    def _finish(
+        self, req: GatewayRequest, request: Request, started: float, status: int, code: str | None
+    ) -> None:
+        self.in_flight -= 1
+        seconds = time.perf_counter() - started
+        self.metrics.request_done(req.endpoint.value, req.model, status, seconds, req.usage)
+        if not self.runtime.access_log:
+            return
+        usage = req.usage
+        self.log.access({
+            "level": "info", "msg": "request", "request_id": req.request_id,
+            "method": "POST", "path": request.path.decode("latin-1"), "model": req.model,
+            "deployment": req.deployment, "stream": req.stream, "status": status,
+            "error": code, "total_ms": round(seconds * 1000, 3),
+            "upstream_ms": round(req.upstream_seconds * 1000, 3),
+            "tokens_in": usage.prompt_tokens if usage else None,
+            "tokens_out": usage.completion_tokens if usage else None,
+            "client_ip": req.client_ip,
+        })  # fmt: skip
+
+    def _crash(self, req: GatewayRequest, exc: BaseException) -> None:
+        self.log.error(
+            "unhandled error", request_id=req.request_id, error=repr(exc),
+            traceback="".join(traceback.format_exception(exc)),
+        )  # fmt: skip
+
+    # -- simple routes
+
+    def _ready(self, _: Request) -> Response:
+        if self.ready:
+            return Response(b'{"status":"ready"}')
+        return Response(b'{"status":"draining"}', 503)
+
+    def _models(self, _: Request) -> Response:
+        data = [_model_card(name) for name in self.runtime.model_names]
+        return Response(orjson.dumps({"object": "list", "data": data}))
+
+    def _model(self, request: Request) -> Response:
+        name = request.path.removeprefix(b"/v1/models/").decode("utf-8", "replace")
+        if name not in self.runtime.model_names:
+            raise ModelNotFound(f"The model `{name}` does not exist", param="model")
+        return Response(orjson.dumps(_model_card(name)))
+
+
+def _model_card(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
+
+
+def _parse_into(req: GatewayRequest, raw: bytes) -> None:
+    """Parse and check the body: just enough to route it; the upstream checks the rest."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("`model` is required and must be a string", param="model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise InvalidRequest("`stream` must be a boolean", param="stream")
+    field = REQUIRED_FIELD[req.endpoint]
+    if field not in body:
+        raise InvalidRequest(f"`{field}` is required", param=field)
+    if req.endpoint is Endpoint.CHAT and not (isinstance(body[field], list) and body[field]):
+        raise InvalidRequest("`messages` must be a non-empty array", param="messages")
+    req.body = body
+    req.model = model
+    req.stream = stream is True

@@ -1,0 +1,92 @@
+"""Prometheus metrics, ``aigw_`` prefixed, owned by one object per process.
+
+Label values are bounded: models and deployments come from settings (an unknown model
+a client sends is counted as ``unknown``), routes from the route table. Children are
+cached so that recording a request is a few dict look-ups, not label resolution.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+
+from aigw import __version__
+from aigw.types import Usage
+
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+)  # fmt: skip
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # The _created series only double the scrape size; the library leaves this untyped.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "aigw_requests", "Requests answered, by route, model and HTTP status.",
+            ["route", "model", "status"], registry=r,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "aigw_request_duration_seconds", "Time from request received to answer complete.",
+            ["route", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_seconds = Histogram(
+            "aigw_upstream_duration_seconds", "Upstream call time, send to last byte.",
+            ["deployment"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
+            "aigw_upstream_requests", "Upstream calls by deployment and outcome.",
+            ["deployment", "outcome"], registry=r,
+        )  # fmt: skip
+        self.in_flight = Gauge("aigw_in_flight_requests", "Requests being handled now.", registry=r)
+        self.tokens = Counter(
+            "aigw_tokens", "Tokens reported by upstreams, by model and kind.",
+            ["model", "kind"], registry=r,
+        )  # fmt: skip
+        self.reloads = Counter(
+            "aigw_config_reloads", "Configuration reloads by result.", ["result"], registry=r
+        )
+        info = Gauge("aigw_build_info", "aigw version.", ["version"], registry=r)
+        info.labels(__version__).set(1)
+        self.known_models: frozenset[str] = frozenset()
+        self._children: dict[tuple[object, ...], MetricWrapperBase] = {}
+
+    def _child(self, metric: MetricWrapperBase, *labels: str) -> MetricWrapperBase:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def model_label(self, model: str) -> str:
+        return model if model in self.known_models else "unknown"
+
+    def request_done(
+        self, route: str, model: str, status: int, seconds: float, usage: Usage | None
+    ) -> None:
+        model = self.model_label(model)
+        self._child(self.requests, route, model, str(status)).inc()  # type: ignore[attr-defined]
+        self._child(self.request_seconds, route, model).observe(seconds)  # type: ignore[attr-defined]
+        if usage is not None:
+            self._child(self.tokens, model, "prompt").inc(usage.prompt_tokens)  # type: ignore[attr-defined]
+            self._child(self.tokens, model, "completion").inc(usage.completion_tokens)  # type: ignore[attr-defined]
+
+    def upstream_done(self, deployment: str, outcome: str, seconds: float | None) -> None:
+        self._child(self.upstream_requests, deployment, outcome).inc()  # type: ignore[attr-defined]
+        if seconds is not None:
+            self._child(self.upstream_seconds, deployment).observe(seconds)  # type: ignore[attr-defined]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

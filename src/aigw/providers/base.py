@@ -1,0 +1,104 @@
+"""What every provider is: pure request/response transforms for one dialect.
+
+A provider instance is built once per deployment (at start-up or reload) and keeps
+what never changes per request: the origin, path prefix and ready header lines. It
+never does I/O; the executor sends what ``build`` returns through the shared upstream
+client and hands the answer back to ``parse``, ``error`` or ``relay``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aigw.errors import GatewayError, UpstreamError, UpstreamRejected
+from aigw.settings import DeploymentSettings
+from aigw.types import GatewayRequest, Usage
+from aigw.upstream.client import Origin, Timeouts, parse_base_url
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    target: bytes
+    headers: bytes
+    body: bytes
+    method: bytes = b"POST"
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    return b"".join(b"%b: %b\r\n" % (k.encode(), v.encode()) for k, v in headers.items())
+
+
+class Provider(ABC):
+    kind = ""
+
+    def __init__(self, settings: DeploymentSettings) -> None:
+        self.settings = settings
+        self.id = settings.id
+        self.upstream_model = settings.model
+        self.origin: Origin
+        self.origin, self.prefix = parse_base_url(settings.base_url)
+        t = settings.timeouts
+        self.timeouts = Timeouts(t.connect_s, t.first_byte_s, t.total_s)
+        key = settings.api_key.get_secret_value() if settings.api_key else ""
+        self.headers = header_lines({**self.auth_headers(key), **settings.headers})
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"content-type": "application/json"}
+
+    @abstractmethod
+    def build(self, req: GatewayRequest) -> UpstreamCall:
+        """The upstream request for ``req``."""
+
+    @abstractmethod
+    def parse(self, req: GatewayRequest, body: bytes) -> bytes:
+        """A successful upstream body as OpenAI-dialect JSON; sets ``req.usage``."""
+
+    @abstractmethod
+    def relay(self, req: GatewayRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Upstream stream bytes as OpenAI-dialect SSE; sets ``req.usage`` when known."""
+
+    def error(self, status: int, body: bytes) -> GatewayError:
+        """An upstream error answer as a gateway error, keeping the provider's message."""
+        message, err_type, code = _error_fields(body)
+        text = message or f"upstream returned HTTP {status}"
+        if 400 <= status < 500:
+            return UpstreamRejected(
+                text, status=status, type=err_type or "invalid_request_error", code=code
+            )
+        return UpstreamError(
+            f"upstream {self.id} failed with HTTP {status}: {text}", upstream_status=status
+        )
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace").strip(), None, None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message")
+        err_type, code = err.get("type"), err.get("code")
+        return (
+            str(message) if message else "",
+            err_type if isinstance(err_type, str) else None,
+            code if isinstance(code, str) else None,
+        )
+    if isinstance(err, str):
+        return err, None, None
+    return "", None, None
+
+
+def usage_from(data: Any) -> Usage | None:
+    """OpenAI's ``usage`` object, if ``data`` carries one."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    return Usage(int(prompt), int(completion))

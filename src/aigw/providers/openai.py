@@ -1,0 +1,87 @@
+"""OpenAI and every OpenAI-compatible host (vLLM, Ollama, TGI, Together, Groq …).
+
+The fast path: the client's body goes upstream as received when the upstream model
+name is the one the client sent, else re-encoded with only ``model`` changed; answers
+and stream chunks come back byte for byte. Bodies are only read to learn token usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import orjson
+
+from aigw.providers.base import Provider, UpstreamCall, usage_from
+from aigw.providers.sse import SSEDecoder
+from aigw.types import Endpoint, GatewayRequest
+
+PATHS = {
+    Endpoint.CHAT: b"/chat/completions",
+    Endpoint.COMPLETION: b"/completions",
+    Endpoint.EMBEDDING: b"/embeddings",
+}
+
+
+class OpenAIProvider(Provider):
+    kind = "openai"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["authorization"] = f"Bearer {api_key}"
+        return headers
+
+    def target(self, endpoint: Endpoint) -> bytes:
+        return self.prefix.encode() + PATHS[endpoint]
+
+    def build(self, req: GatewayRequest) -> UpstreamCall:
+        return UpstreamCall(self.target(req.endpoint), self.headers, self.body(req))
+
+    def body(self, req: GatewayRequest) -> bytes:
+        if req.model == self.upstream_model:
+            return req.raw
+        body = dict(req.body)
+        body["model"] = self.upstream_model
+        return orjson.dumps(body)
+
+    def parse(self, req: GatewayRequest, body: bytes) -> bytes:
+        # A body that is not JSON is relayed as is: the client sees what the upstream sent.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            req.usage = usage_from(orjson.loads(body))
+        return body
+
+    async def relay(
+        self, req: GatewayRequest, chunks: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
+        decoder = SSEDecoder()
+        async for chunk in chunks:
+            for event in decoder.feed(chunk):
+                if b'"usage"' in event.data:
+                    try:
+                        usage = usage_from(orjson.loads(event.data))
+                    except orjson.JSONDecodeError:
+                        continue
+                    if usage is not None:
+                        req.usage = usage
+            yield chunk
+
+
+class AzureProvider(OpenAIProvider):
+    """Azure OpenAI: the deployment is in the URL, the key in ``api-key``."""
+
+    kind = "azure"
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        headers = {"content-type": "application/json"}
+        if api_key:
+            headers["api-key"] = api_key
+        return headers
+
+    def target(self, endpoint: Endpoint) -> bytes:
+        version = self.settings.api_version
+        path = f"{self.prefix}/openai/deployments/{self.upstream_model}"
+        return path.encode() + PATHS[endpoint] + f"?api-version={version}".encode()
+
+    def body(self, req: GatewayRequest) -> bytes:
+        return req.raw  # Azure takes the model from the URL

@@ -1,0 +1,68 @@
+"""Types that cross package boundaries: the request the pipeline works on and its results."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Endpoint(StrEnum):
+    CHAT = "chat"
+    COMPLETION = "completion"
+    EMBEDDING = "embedding"
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class GatewayRequest:
+    """One client request as the pipeline sees it, whichever ingress it came from.
+
+    ``body`` is the parsed JSON, ``raw`` the bytes as received (forwarded untouched on
+    the fast path). ``deadline`` is an event-loop time. The fields after ``labels`` are
+    filled in as the request moves through the pipeline and read by metrics and logs.
+    """
+
+    request_id: str
+    endpoint: Endpoint
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    raw: bytes
+    deadline: float
+    client_ip: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    deployment: str = ""
+    upstream_seconds: float = 0.0
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class GatewayResponse:
+    """A complete (non-streamed) answer: JSON bytes in the client's dialect."""
+
+    body: bytes
+    status: int = 200
+    content_type: bytes = b"application/json"
+
+
+@dataclass(slots=True)
+class StreamResponse:
+    """A streamed answer: ``chunks`` yields SSE-framed bytes in the client's dialect.
+
+    The iterator raises a ``GatewayError`` if the upstream fails mid-stream; the
+    ingress then ends the stream with an error event.
+    """
+
+    chunks: AsyncIterator[bytes]
+    status: int = 200
+    content_type: bytes = b"text/event-stream"
+
+
+Result = GatewayResponse | StreamResponse

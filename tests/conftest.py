@@ -1,0 +1,208 @@
+"""Fixtures that start real processes on 127.0.0.1: the upstream simulator and aigw.
+
+Each process is started with ``--port 0`` and reports its port in its first
+``listening`` log line; every wait is bounded and every process is killed at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+START_TIMEOUT_S = 15.0
+
+
+class Proc:
+    """A child process whose stdout JSON lines are collected in the background."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.popen = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = self._wait_listening()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for raw in self.popen.stdout:
+            with self._lock:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    def records(self) -> list[dict[str, Any]]:
+        with self._lock:
+            lines = list(self.lines)
+        out = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
+
+    def output(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for record in self.records():
+                if predicate(record):
+                    return record
+            time.sleep(0.02)
+        raise AssertionError(f"no matching log line in {timeout_s}s; output:\n{self.output()}")
+
+    def _wait_listening(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            for record in self.records():
+                if record.get("msg") == "listening":
+                    return int(record["port"])
+            if self.popen.poll() is not None:
+                time.sleep(0.1)
+                raise AssertionError(f"{self.args} exited early:\n{self.output()}")
+            time.sleep(0.02)
+        self.kill()
+        raise AssertionError(f"{self.args} did not start in time:\n{self.output()}")
+
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._close_pipe()
+        return self.popen.returncode
+
+    def _close_pipe(self) -> None:
+        self._reader.join(2)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(5)
+        self._close_pipe()
+
+
+def http_json(url: str, body: Any = None, timeout_s: float = 10.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+class Simulator(Proc):
+    def configure(self, **knobs: Any) -> None:
+        http_json(f"{self.url}/sim/config", knobs)
+
+    def reset(self) -> None:
+        http_json(f"{self.url}/sim/reset", {})
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = http_json(f"{self.url}/sim/stats")
+        return result
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    sim = Simulator([sys.executable, "-m", "aigw.simulator", "--host", "127.0.0.1", "--port", "0"])
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def sim(simulator: Simulator) -> Simulator:
+    """The shared simulator, reset to its defaults for this test."""
+    simulator.reset()
+    return simulator
+
+
+class Gateway(Proc):
+    def __init__(self, config: Path, extra: list[str] | None = None) -> None:
+        self.config = config
+        args = [sys.executable, "-m", "aigw", "serve", "--config", str(config), "--port", "0"]
+        super().__init__(args + (extra or []))
+        self.v1 = f"{self.url}/v1"
+
+    def access_logs(self) -> list[dict[str, Any]]:
+        return [r for r in self.records() if r.get("msg") == "request"]
+
+
+def sim_models(sim_url: str, **deployment: Any) -> list[dict[str, Any]]:
+    """The standard test model table, all backed by the simulator."""
+    return [
+        {"name": "gpt-test", "deployments": [
+            {"provider": "openai", "base_url": f"{sim_url}/v1", "api_key": "sk-upstream-secret",
+             **deployment}]},
+        {"name": "aliased", "deployments": [
+            {"provider": "openai", "base_url": f"{sim_url}/v1", "model": "upstream-name"}]},
+        {"name": "claude-test", "deployments": [
+            {"provider": "anthropic", "base_url": sim_url, "api_key": "sk-ant-secret",
+             "model": "claude-upstream"}]},
+        {"name": "azure-test", "deployments": [
+            {"provider": "azure", "base_url": sim_url, "api_key": "azure-secret",
+             "model": "my-deployment", "api_version": "2024-10-21"}]},
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Any:
+    def write(config: dict[str, Any], name: str = "aigw.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def start_gateway(write_config: Any) -> Iterator[Any]:
+    started: list[Gateway] = []
+
+    def start(config: dict[str, Any], extra: list[str] | None = None) -> Gateway:
+        gw = Gateway(write_config(config), extra)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()
+
+
+@pytest.fixture
+def gateway(sim: Simulator, start_gateway: Any) -> Gateway:
+    gw: Gateway = start_gateway({"models": sim_models(sim.url)})
+    return gw
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
