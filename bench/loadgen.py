@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,32 @@ def _statuses(text: str) -> dict[str, int]:
         return {}
     pairs = (item.split(":") for item in match.group(2).split(","))
     return {status: int(count) for status, count in pairs}
+
+
+def merge_rounds(rounds: list[WrkResult]) -> WrkResult:
+    """Several short runs of one target as one: counts add up, RPS is the overall rate,
+    and each percentile is the median of the rounds' (robust to one noisy round)."""
+    if len(rounds) == 1:
+        return rounds[0]
+    duration = sum(r.duration_s for r in rounds)
+    requests = sum(r.requests for r in rounds)
+    socket_errors: dict[str, int] = {}
+    statuses: dict[str, int] = {}
+    for r in rounds:
+        for kind, n in r.socket_errors.items():
+            socket_errors[kind] = socket_errors.get(kind, 0) + n
+        for status, n in r.statuses.items():
+            statuses[status] = statuses.get(status, 0) + n
+    return WrkResult(
+        requests=requests,
+        duration_s=duration,
+        rps=requests / duration if duration else 0.0,
+        p50_us=statistics.median(r.p50_us for r in rounds),
+        p99_us=statistics.median(r.p99_us for r in rounds),
+        socket_errors=socket_errors,
+        non2xx=sum(r.non2xx for r in rounds),
+        statuses=statuses,
+    )
 
 
 def run_wrk(

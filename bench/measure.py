@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadgen import WrkResult, run_wrk
+from loadgen import WrkResult, merge_rounds, run_wrk
 from procs import Child, CpuMeter, ProcessGroup, free_port, memory_kib, tree_pids, wait_http_ok
 from stack import (
     MODEL_FANOUT,
@@ -41,33 +41,71 @@ HOP_CONCURRENCY = (1, 16, 64)
 
 @dataclass(frozen=True)
 class Plan:
-    """How long each measurement runs; `--quick` swaps in a shorter plan."""
+    """How long each measurement runs; `--quick` swaps in a shorter plan.
 
-    hop_s: float
+    Load runs are split into rounds that alternate the targets (direct, nginx, aigw,
+    direct, ...) so that every target sees the same background noise.
+    """
+
+    hop_rounds: int
+    hop_round_s: float
     warmup_s: float
-    slow_s: float
+    slow_rounds: int
+    slow_round_s: float
     slow_connections: int
     ttfb_requests: int
     ttfb_warmup: int
     fanout_streams: int
     startup_runs: int
 
+    @property
+    def hop_s(self) -> float:
+        return self.hop_rounds * self.hop_round_s
 
-FULL = Plan(10, 2, 15, 256, 200, 10, 500, 5)
-QUICK = Plan(2, 1, 3, 256, 30, 3, 500, 3)
+    @property
+    def slow_s(self) -> float:
+        return self.slow_rounds * self.slow_round_s
+
+
+FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5)
+QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3)
 
 
 def _url(port: int) -> str:
     return f"http://127.0.0.1:{port}{CHAT_PATH}"
 
 
-def _metered(
-    url: str, model: str, connections: int, seconds: float, root: int, threads: int = 1
-) -> tuple[WrkResult, float]:
-    """One wrk run and the CPU microseconds per completed request of process tree `root`."""
-    meter = CpuMeter(root)
-    result = run_wrk(url, connections=connections, duration_s=seconds, model=model, threads=threads)
-    return result, meter.spent() * 1e6 / max(1, result.requests)
+@dataclass(frozen=True)
+class Target:
+    """Where wrk sends load, and whose CPU to meter meanwhile (0: nobody's)."""
+
+    url: str
+    model: str
+    meter_pid: int = 0
+
+
+def _interleaved(
+    targets: list[Target], connections: int, rounds: int, round_s: float, threads: int = 1
+) -> list[tuple[WrkResult, float]]:
+    """Run wrk on each target in turn, `rounds` times; return per target the merged
+    result and the metered CPU microseconds per completed request."""
+    runs: list[list[WrkResult]] = [[] for _ in targets]
+    cpu_s = [0.0] * len(targets)
+    for _ in range(rounds):
+        for i, target in enumerate(targets):
+            meter = CpuMeter(target.meter_pid) if target.meter_pid else None
+            runs[i].append(
+                run_wrk(
+                    target.url,
+                    connections=connections,
+                    duration_s=round_s,
+                    model=target.model,
+                    threads=threads,
+                )
+            )
+            cpu_s[i] += meter.spent() if meter else 0.0
+    merged = [merge_rounds(r) for r in runs]
+    return [(m, cpu * 1e6 / max(1, m.requests)) for m, cpu in zip(merged, cpu_s, strict=True)]
 
 
 # --- 1. instant upstream: added latency and CPU per request ---------------------------
@@ -95,22 +133,19 @@ def measure_hops(nginx: Nginx, gateway: Child | None, plan: Plan) -> list[HopRow
     warm = [_url(nginx.proxy_port)] + ([_url(gateway.port)] if gateway else [])
     for url in warm:
         run_wrk(url, connections=16, duration_s=plan.warmup_s, model=MODEL_NGINX)
-    return [_hop_row(nginx, gateway, c, plan.hop_s) for c in HOP_CONCURRENCY]
+    return [_hop_row(nginx, gateway, c, plan) for c in HOP_CONCURRENCY]
 
 
-def _hop_row(nginx: Nginx, gateway: Child | None, connections: int, seconds: float) -> HopRow:
-    nginx_pid = nginx.child.pid
-    direct, direct_cpu = _metered(
-        _url(nginx.upstream_port), UPSTREAM_MODEL, connections, seconds, nginx_pid
-    )
-    proxied, proxied_cpu = _metered(
-        _url(nginx.proxy_port), UPSTREAM_MODEL, connections, seconds, nginx_pid
-    )
-    aigw, aigw_cpu = None, None
+def _hop_row(nginx: Nginx, gateway: Child | None, connections: int, plan: Plan) -> HopRow:
+    targets = [
+        Target(_url(nginx.upstream_port), UPSTREAM_MODEL, nginx.child.pid),
+        Target(_url(nginx.proxy_port), UPSTREAM_MODEL, nginx.child.pid),
+    ]
     if gateway is not None:
-        aigw, aigw_cpu = _metered(
-            _url(gateway.port), MODEL_NGINX, connections, seconds, gateway.pid
-        )
+        targets.append(Target(_url(gateway.port), MODEL_NGINX, gateway.pid))
+    measured = _interleaved(targets, connections, plan.hop_rounds, plan.hop_round_s)
+    (direct, direct_cpu), (proxied, proxied_cpu) = measured[:2]
+    aigw, aigw_cpu = measured[2] if gateway is not None else (None, None)
     return HopRow(
         connections=connections,
         direct=direct,
@@ -127,12 +162,14 @@ def _hop_row(nginx: Nginx, gateway: Child | None, connections: int, seconds: flo
 
 @dataclass(frozen=True)
 class SlowRun:
-    """The simulator with a fixed latency, many connections, direct vs through aigw."""
+    """The simulator with a fixed latency, many connections, direct vs through aigw.
+    CPU per request is metered for the simulator (direct) and the gateway (aigw)."""
 
     connections: int
     latency_ms: int
     direct: WrkResult
     aigw: WrkResult | None
+    simulator_cpu_us: float
     aigw_cpu_us: float | None
 
     @property
@@ -143,14 +180,14 @@ class SlowRun:
 
 
 def measure_slow(sim: Child, spec: SimulatorSpec, gateway: Child | None, plan: Plan) -> SlowRun:
-    c, seconds = plan.slow_connections, plan.slow_s
-    direct = run_wrk(
-        _url(sim.port), connections=c, duration_s=seconds, model=UPSTREAM_MODEL, threads=2
-    )
-    aigw, aigw_cpu = None, None
+    targets = [Target(_url(sim.port), UPSTREAM_MODEL, sim.pid)]
     if gateway is not None:
-        aigw, aigw_cpu = _metered(_url(gateway.port), MODEL_SLOW, c, seconds, gateway.pid, 2)
-    return SlowRun(c, spec.latency_ms, direct, aigw, aigw_cpu)
+        targets.append(Target(_url(gateway.port), MODEL_SLOW, gateway.pid))
+    c = plan.slow_connections
+    measured = _interleaved(targets, c, plan.slow_rounds, plan.slow_round_s, threads=2)
+    (direct, sim_cpu) = measured[0]
+    aigw, aigw_cpu = measured[1] if gateway is not None else (None, None)
+    return SlowRun(c, spec.latency_ms, direct, aigw, sim_cpu, aigw_cpu)
 
 
 # --- 3. streaming ---------------------------------------------------------------------

@@ -49,6 +49,8 @@ class Results:
     gateway_problem_lines: int = 0
     gateway_problem_samples: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    background_cpu: float | None = None  # share of the machine used by other processes
+    steal: float | None = None  # share taken by the hypervisor
 
 
 @dataclass(frozen=True)
@@ -197,13 +199,45 @@ def _errors_text(result: WrkResult) -> str:
     return f"{result.errors} ({'; '.join(parts)})"
 
 
+NOISY_SHARE = 0.05
+
+
+def _noise_note(results: Results) -> list[str]:
+    other, steal = results.background_cpu or 0.0, results.steal or 0.0
+    if other < NOISY_SHARE and steal < NOISY_SHARE:
+        return []
+    return [
+        f"> **Noisy machine**: other processes used {other:.0%} and the hypervisor took"
+        f" {steal:.0%} of the CPU during this run; tail latencies are unreliable. Re-run"
+        " on a quiet machine before drawing conclusions.",
+        "",
+    ]
+
+
+def _rounds(rounds: int, seconds: float) -> str:
+    if rounds == 1:
+        return f"{seconds:g} s per target"
+    return (
+        f"{rounds} rounds x {seconds:g} s per target, targets alternating; p50/p99 are"
+        " medians over rounds"
+    )
+
+
 def _verdict_section(results: Results) -> list[str]:
     rows = [[v.target, v.measured, f"**{v.label}**"] for v in verdicts(results)]
-    return ["## Targets", "", *_table(["target", "measured", "result"], rows)]
+    return [
+        "## Targets",
+        "",
+        *_noise_note(results),
+        *_table(["target", "measured", "result"], rows),
+    ]
 
 
 def _machine_section(results: Results) -> list[str]:
     rows = [[key, value] for key, value in results.machine.items()]
+    if results.background_cpu is not None and results.steal is not None:
+        rows.append(["CPU used by other processes during the run", f"{results.background_cpu:.1%}"])
+        rows.append(["CPU stolen by the hypervisor during the run", f"{results.steal:.1%}"])
     rows.append(["aigw workers", str(results.workers)])
     rows.append(["aigw access log", "on" if results.access_log else "off"])
     return ["## Machine", "", *_table(["", ""], rows)]
@@ -241,7 +275,8 @@ def _hops_section(results: Results) -> list[str]:
     header += ["CPU µs/req", "errors"]
     rows = [line for row in results.hops for line in _hop_rows(row)]
     return [
-        f"## 1. Instant upstream (nginx `return 200`), wrk -t1, {results.plan.hop_s:g} s per run",
+        "## 1. Instant upstream (nginx `return 200`), wrk -t1,"
+        f" {_rounds(results.plan.hop_rounds, results.plan.hop_round_s)}",
         "",
         *_table(header, rows),
         "CPU µs/req: *direct* = the nginx worker serving the response; *nginx proxy_pass* ="
@@ -260,7 +295,7 @@ def _slow_section(results: Results) -> list[str]:
         if result is None:
             rows.append([name, "not run", "—", "—", "—", "—"])
             continue
-        cpu = slow.aigw_cpu_us if name == "aigw" else None
+        cpu = slow.aigw_cpu_us if name == "aigw" else slow.simulator_cpu_us
         rows.append(
             [
                 name,
@@ -274,10 +309,11 @@ def _slow_section(results: Results) -> list[str]:
     ratio = "—" if slow.ratio is None else f"{slow.ratio:.1%}"
     return [
         f"## 2. Simulator at {slow.latency_ms} ms, wrk -t2 -c{slow.connections},"
-        f" {results.plan.slow_s:g} s per run",
+        f" {_rounds(results.plan.slow_rounds, results.plan.slow_round_s)}",
         "",
         *_table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "errors"], rows),
-        f"aigw / direct RPS: **{ratio}**",
+        f"aigw / direct RPS: **{ratio}**. CPU µs/req: the simulator (direct row), the gateway"
+        " (aigw row).",
         "",
     ]
 

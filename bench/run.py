@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
-from machine import machine_info
+from machine import BackgroundMeter, machine_info
 from measure import (
     FULL,
     QUICK,
@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> Results:
         started_at=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
     started = time.monotonic()
+    background = BackgroundMeter()
     with (
         tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp,
         ProcessGroup(Path(tmp)) as group,
@@ -187,6 +188,7 @@ def run(args: argparse.Namespace) -> Results:
             group.stop_all()  # flush the gateway's logs before keeping them
             _keep_gateway_logs(stack.gateway, args.out)
     results.elapsed_s = time.monotonic() - started
+    results.background_cpu, results.steal = background.shares()
     return results
 
 

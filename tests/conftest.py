@@ -204,5 +204,5 @@ def gateway(sim: Simulator, start_gateway: Any) -> Gateway:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    return "asyncio", {"use_uvloop": True}  # what aigw runs on
