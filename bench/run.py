@@ -137,10 +137,10 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
     stack.start_gateway()
     gw = stack.gateway
     if "hops" in sections and (nginx := stack.nginx):
-        say(f"instant upstream: c=1,16,64 x direct/nginx/aigw, {plan.hop_s:g} s each")
+        say(f"instant upstream: c=1,16,64 x direct/nginx/aigw, {plan.hop_s:g} s per target")
         results.hops = _guard(results, "hops", lambda: measure_hops(nginx, gw, plan)) or []
     if "slow" in sections and (sim := stack.sims.get("slow")):
-        say(f"simulator 50 ms at c={plan.slow_connections}, {plan.slow_s:g} s each")
+        say(f"simulator 50 ms at c={plan.slow_connections}, {plan.slow_s:g} s per target")
         results.slow = _guard(results, "slow", lambda: measure_slow(sim, SLOW_SIM, gw, plan))
     if "ttfb" in sections and (sim := stack.sims.get("ttfb")):
         say(f"streaming TTFB: {plan.ttfb_requests} sequential requests per target")
@@ -230,9 +230,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{tool} is not installed (apt-get install -y wrk nginx)", file=sys.stderr)
             return 2
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Even when started with SIGINT ignored (a background job), Ctrl-C must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _raise_nofile_limit()
     args.out.mkdir(parents=True, exist_ok=True)
-    results = run(args)
+    try:
+        results = run(args)
+    except KeyboardInterrupt:
+        print("interrupted; every child process was stopped", file=sys.stderr)
+        return 130
     markdown = render_markdown(results)
     (args.out / "report.md").write_text(markdown)
     (args.out / "results.json").write_text(to_json(results))

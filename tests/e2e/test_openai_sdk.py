@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import openai
@@ -124,3 +125,17 @@ def test_no_secret_in_logs(gateway: Gateway) -> None:
         assert secret not in out
     for line in out.splitlines():
         json.loads(line)  # every line is JSON
+
+
+def test_client_disconnect_cancels_upstream_stream(gateway: Gateway, sim: Simulator) -> None:
+    sim.configure(tokens_per_s=10, completion_tokens=100)  # ten seconds if read to the end
+    with client(gateway) as c:
+        stream = c.chat.completions.create(model="gpt-test", messages=MESSAGES, stream=True)
+        next(iter(stream))
+        stream.close()
+    deadline = time.monotonic() + 5
+    while sim.stats()["streams_cancelled"] == 0:
+        assert time.monotonic() < deadline, "the upstream stream was not cancelled"
+        time.sleep(0.05)
+    log = gateway.wait_for(lambda r: r.get("msg") == "request" and r["stream"])
+    assert log["status"] == 499 and log["error"] == "client_closed"

@@ -85,7 +85,14 @@ class StreamingResponse:
 
 
 class AbortConnection(Exception):
-    """Raised by a handler to drop the connection without answering (a TCP reset)."""
+    """Raised by a handler or a stream's iterator: send nothing more, drop the connection.
+
+    ``reset=True`` aborts it (the peer sees a reset), else it is closed (a FIN).
+    """
+
+    def __init__(self, reset: bool = True) -> None:
+        super().__init__("connection aborted")
+        self.reset = reset
 
 
 Handler = Callable[[Request], Awaitable[Response | StreamingResponse]]
@@ -282,9 +289,8 @@ class HttpProtocol(asyncio.Protocol):
             response = await self.server.handler(request)
         except GatewayError as err:
             response = error_response(err)
-        except AbortConnection:
-            if self.transport is not None:
-                self.transport.abort()
+        except AbortConnection as exc:
+            self._drop(exc.reset)
             return False
         except asyncio.CancelledError:
             raise
@@ -332,8 +338,14 @@ class HttpProtocol(asyncio.Protocol):
                 transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 if self.write_paused:
                     await self._drain()
-        except AbortConnection:
-            transport.abort()
+        except AbortConnection as exc:
+            self._drop(exc.reset)
+            return False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # mid-body there is no way to answer: log it and hang up
+            self.server.on_error(exc)
+            self._drop(reset=True)
             return False
         finally:
             closer = getattr(chunks, "aclose", None)
@@ -343,6 +355,13 @@ class HttpProtocol(asyncio.Protocol):
             return False
         transport.write(b"0\r\n\r\n")
         return keep_alive
+
+    def _drop(self, reset: bool) -> None:
+        if self.transport is not None:
+            if reset:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     async def _drain(self) -> None:
         if self.transport is None or self.transport.is_closing():

@@ -1,8 +1,8 @@
 """The simulator's request handler: routes, knobs, faults, stats.
 
 One ``Simulator`` owns the runtime state (current knobs, stats, the seeded fault
-dice, a reply counter) and answers ``aigw.http.server`` requests. Reaching the
-connection (to reset or cut it) goes through the injected ``transport_of``.
+dice, a reply counter) and answers ``aigw.http.server`` requests. Resets and cut
+streams are acted out by raising ``AbortConnection``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
-from aigw.http.server import Request, Response, StreamingResponse
+from aigw.http.server import AbortConnection, Request, Response, StreamingResponse
 from aigw.simulator import anthropic_dialect as anthropic
 from aigw.simulator import openai_dialect as openai
 from aigw.simulator.embeddings import embeddings_body
@@ -25,8 +25,8 @@ from aigw.simulator.stats import Stats
 from aigw.simulator.streaming import Stream, play
 
 Answer = Response | StreamingResponse
-TransportOf = Callable[[], asyncio.Transport | None]
 Body = dict[str, object]
+Route = Callable[[Request, Body, str, Knobs, Fault], Answer]
 
 MODELS = ("sim-gpt", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5")
 _MODELS_BODY = orjson.dumps(
@@ -43,21 +43,19 @@ _RETRY_AFTER = (b"retry-after", b"1")
 
 
 class Simulator:
-    def __init__(self, defaults: Knobs, transport_of: TransportOf) -> None:
+    def __init__(self, defaults: Knobs) -> None:
         self.defaults = defaults
         self.knobs = defaults
-        self.transport_of = transport_of
         self.stats = Stats()
         self.rng = random.Random(defaults.seed)
         self.seq = itertools.count(1)
         self.closing = asyncio.Event()
-        model_routes: dict[bytes, Callable[[Request, Body, str, Knobs, Fault], Answer]] = {
+        self.model_routes: dict[bytes, Route] = {
             b"/v1/chat/completions": self._chat,
             b"/v1/completions": self._completion,
             b"/v1/embeddings": self._embeddings,
             b"/v1/messages": self._messages,
         }
-        self.model_routes = model_routes
         self.get_routes: dict[bytes, Callable[[], Answer]] = {
             b"/v1/models": lambda: Response(_MODELS_BODY),
             b"/health": lambda: Response(_HEALTH_BODY),
@@ -79,7 +77,7 @@ class Simulator:
         if path.startswith(_AZURE):
             return await self._azure(request)
         if not path.startswith(b"/sim/"):
-            self.stats.record(request.method, path, request.headers, None)
+            self.stats.count(path)  # probes are counted, not kept: "last" stays a model call
         if request.method == b"GET" and path in self.get_routes:
             return self.get_routes[path]()
         if request.method == b"POST" and path in self.post_routes:
@@ -91,7 +89,7 @@ class Simulator:
         deployment, _, rest = request.path[len(_AZURE) :].partition(b"/")
         route = self.model_routes.get(b"/v1/" + rest)
         if route is None or rest == b"messages" or not deployment:
-            self.stats.record(request.method, request.path, request.headers, None)
+            self.stats.count(request.path)
             return _openai_error(404, "no such Azure route in the simulator", request)
         return await self._model_call(request, route, request.path, deployment.decode())
 
@@ -100,7 +98,7 @@ class Simulator:
     async def _model_call(
         self,
         request: Request,
-        route: Callable[[Request, Body, str, Knobs, Fault], Answer],
+        route: Route,
         path: bytes,
         deployment: str | None,
     ) -> Answer:
@@ -140,23 +138,22 @@ class Simulator:
             return None
         if fault.kind == "timeout":
             await self.closing.wait()  # until the client leaves or we shut down
-        transport = self.transport_of()
-        if transport is not None:
-            if fault.kind == "reset":
-                transport.abort()
-            else:
-                transport.close()
-        return Response(b"")  # never written: the connection is closing
+        # reset: RST, not FIN, so the client sees a connection reset
+        raise AbortConnection(reset=fault.kind == "reset")
 
     def _stream(self, stream: Stream, knobs: Knobs, fault: Fault, request: Request) -> Answer:
         drop_after = fault.arg if fault.kind == "drop" else None
-        chunks = play(stream, knobs.tokens_per_s, drop_after, self._cut)
-        return StreamingResponse(chunks, headers=_echo(request))
+        chunks = play(stream, knobs.tokens_per_s, drop_after)
+        return StreamingResponse(self._watch(chunks), headers=_echo(request))
 
-    def _cut(self) -> None:
-        transport = self.transport_of()
-        if transport is not None:
-            transport.close()
+    async def _watch(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Count streams the client abandoned (e.g. a gateway cancelling upstream)."""
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            self.stats.streams_cancelled += 1
+            raise
 
     def _chat(self, request: Request, body: Body, model: str, knobs: Knobs, fault: Fault) -> Answer:
         reply = openai.chat_reply(body, knobs.completion_tokens)
@@ -207,7 +204,7 @@ class Simulator:
             knobs = update(self.knobs, changes)
         except ValueError as exc:  # orjson.JSONDecodeError is a ValueError
             return Response(openai.error_body(400, str(exc)), 400)
-        if knobs.seed != self.knobs.seed:
+        if "seed" in changes:  # named again, even unchanged: the dice start over
             self.rng.seed(knobs.seed)
         self.knobs = knobs
         return self._config_body()

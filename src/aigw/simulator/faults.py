@@ -7,7 +7,8 @@ seed. Spec grammar (CLI ``--fault``, ``/sim/config`` ``fault``, header ``x-sim-f
     status:CODE   answer with HTTP CODE (400..599) and an error body in the dialect
     timeout       accept the request and never answer
     reset         drop the TCP connection without a single response byte
-    drop:N        stream N content chunks, then close mid-stream (no terminator)
+    drop:N        stream N content chunks, then close mid-stream (no terminator);
+                  a request that does not stream is closed without an answer
 """
 
 from __future__ import annotations

@@ -23,24 +23,11 @@ from aigw.simulator.knobs import PARSERS, Knobs, update
 GRACE_S = 2.0
 
 
-def current_transport(server: HttpServer) -> asyncio.Transport | None:
-    """The transport of the connection whose request the current task is answering.
-
-    The handler API hides the connection; the simulator needs it only to act out
-    ``reset`` and ``drop``, so a scan of the open connections is cheap enough.
-    """
-    task = asyncio.current_task()
-    for conn in server.connections:
-        if conn.task is task:
-            return conn.transport
-    return None
-
-
 class SimulatorServer:
     """A simulator listening on one socket. Create it inside a running event loop."""
 
     def __init__(self, knobs: Knobs, limits: ServerLimits | None = None) -> None:
-        self.simulator = Simulator(knobs, lambda: current_transport(self.http))
+        self.simulator = Simulator(knobs)
         self.http = HttpServer(self.simulator.handle, limits, on_error=_log_error)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:

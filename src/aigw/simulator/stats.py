@@ -21,11 +21,16 @@ class Stats:
         self.total = 0
         self.by_path: Counter[bytes] = Counter()
         self.faults: Counter[str] = Counter()
+        self.streams_cancelled = 0  # streams whose client left before the end
         self.recent: deque[_Seen] = deque(maxlen=keep)
 
-    def record(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: object) -> None:
+    def count(self, path: bytes) -> None:
         self.total += 1
         self.by_path[path] += 1
+
+    def record(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: object) -> None:
+        """Count the request and keep it whole (headers and body are not copied)."""
+        self.count(path)
         self.recent.append((method, path, headers, body))
 
     def fault(self, name: str) -> None:
@@ -35,6 +40,7 @@ class Stats:
         self.total = 0
         self.by_path.clear()
         self.faults.clear()
+        self.streams_cancelled = 0
         self.recent.clear()
 
     def to_json(self) -> bytes:
@@ -44,6 +50,7 @@ class Stats:
                 "requests_total": self.total,
                 "by_path": {path.decode("latin-1"): n for path, n in self.by_path.items()},
                 "faults": dict(self.faults),
+                "streams_cancelled": self.streams_cancelled,
                 "last": recent[-1] if recent else None,
                 "requests": recent,
             }
