@@ -21,7 +21,7 @@ import importlib.util
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,12 +187,12 @@ def _row(name: str, measured: list[Measured]) -> str:
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
-def _runner(loop: str) -> Callable[[Awaitable[list[Measured]]], list[Measured]]:
+def _runner(loop: str) -> Callable[[Coroutine[Any, Any, list[Measured]]], list[Measured]]:
     if loop == "uvloop":
         import uvloop
 
-        return lambda coro: uvloop.run(coro)  # type: ignore[no-any-return]
-    return lambda coro: asyncio.run(coro)  # type: ignore[arg-type]
+        return uvloop.run
+    return asyncio.run
 
 
 def main() -> int:

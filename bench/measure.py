@@ -280,6 +280,16 @@ def measure_startup(group: ProcessGroup, config: Path, workers: int, runs: int) 
 # --- 5. memory ------------------------------------------------------------------------
 
 
-def rss_mib(child: Child, key: str = "VmRSS") -> float:
-    """Resident memory of the gateway's process tree, MiB."""
-    return memory_kib(tree_pids(child.pid), key) / 1024
+@dataclass(frozen=True)
+class Memory:
+    """Resident memory of the gateway's processes, MiB: the largest one (with several
+    workers, one worker) and the sum over all (which counts shared pages in each)."""
+
+    processes: int
+    largest_mib: float
+    total_mib: float
+
+
+def read_memory(child: Child, key: str = "VmRSS") -> Memory:
+    kib = memory_kib(tree_pids(child.pid), key)
+    return Memory(len(kib), max(kib, default=0) / 1024, sum(kib) / 1024)

@@ -230,15 +230,15 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return ticks / CLK_TCK
 
 
-def memory_kib(pids: Sequence[int], key: str = "VmRSS") -> int:
-    """Sum of one /proc/PID/status field (VmRSS, VmHWM) in KiB."""
-    total = 0
+def memory_kib(pids: Sequence[int], key: str = "VmRSS") -> list[int]:
+    """One /proc/PID/status field (VmRSS, VmHWM) in KiB, per process still alive."""
+    values = []
     for pid in pids:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith(key + ":"):
-                    total += int(line.split()[1])
-    return total
+                    values.append(int(line.split()[1]))
+    return values
 
 
 class CpuMeter:

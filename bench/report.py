@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from loadgen import WrkResult
-from measure import FanoutRun, HopRow, Plan, SlowRun, StartupRun, TtfbRun
+from measure import FanoutRun, HopRow, Memory, Plan, SlowRun, StartupRun, TtfbRun
 from streams import FanoutSummary, TtfbSummary
 
 # The targets, in the units the report prints.
@@ -21,10 +21,10 @@ ADDED_TTFB_MS = 1.0
 RSS_IDLE_MIB = 80.0
 STARTUP_S = 1.0
 
-TTFB_HEADER = ("target", "requests", "errors", "TTFB p50 ms", "TTFB p99 ms")
-TTFB_HEADER += ("total p50 ms", "total p99 ms")
-FANOUT_HEADER = ("target", "streams", "completed", "errors", "wall s", "TTFB p50/p99 ms")
-FANOUT_HEADER += ("max gap ms", "p99 of max gaps ms", "stalled")
+TTFB_HEADER = ["target", "requests", "errors", "TTFB p50 ms", "TTFB p99 ms"]
+TTFB_HEADER += ["total p50 ms", "total p99 ms"]
+FANOUT_HEADER = ["target", "streams", "completed", "errors", "wall s", "TTFB p50/p99 ms"]
+FANOUT_HEADER += ["max gap ms", "p99 of max gaps ms", "stalled"]
 
 
 @dataclass
@@ -43,9 +43,9 @@ class Results:
     ttfb: TtfbRun | None = None
     fanout: FanoutRun | None = None
     startup: StartupRun | None = None
-    rss_idle_mib: float | None = None
-    rss_after_mib: float | None = None
-    rss_peak_mib: float | None = None
+    rss_idle: Memory | None = None
+    rss_after: Memory | None = None
+    rss_peak: Memory | None = None  # VmHWM
     gateway_problem_lines: int = 0
     gateway_problem_samples: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
@@ -150,9 +150,9 @@ def _streaming_verdicts(results: Results) -> list[Verdict]:
 
 
 def _process_verdicts(results: Results) -> list[Verdict]:
-    rss_target = f"RSS idle ≤ {RSS_IDLE_MIB:g} MiB"
+    rss_target = f"RSS idle ≤ {RSS_IDLE_MIB:g} MiB (largest gateway process)"
     start_target = f"start-up (spawn → /health 200, median) ≤ {STARTUP_S:g} s"
-    rss = results.rss_idle_mib
+    rss = results.rss_idle.largest_mib if results.rss_idle else None
     start = results.startup
     return [
         Verdict(rss_target, "not measured", None)
@@ -187,6 +187,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _num(value: float | None, fmt: str = ".0f") -> str:
     return "—" if value is None else format(value, fmt)
+
+
+def _core_share(cpu_us: float | None, result: WrkResult) -> str:
+    """How busy the metered process was: near 100% means it was the bottleneck."""
+    return "—" if cpu_us is None else f"{cpu_us * result.rps / 1e4:.0f}%"
 
 
 def _errors_text(result: WrkResult) -> str:
@@ -249,7 +254,7 @@ def _hop_rows(row: HopRow) -> list[list[str]]:
     names = {"direct": "direct", "nginx": "nginx proxy_pass", "aigw": "aigw"}
     for key, result in (("direct", row.direct), ("nginx", row.nginx), ("aigw", row.aigw)):
         if result is None:
-            out.append([str(row.connections), names[key], "not run", *["—"] * 6])
+            out.append([str(row.connections), names[key], "not run", *["—"] * 7])
             continue
         added = added_us(row, result) if key != "direct" else None
         out.append(
@@ -262,6 +267,7 @@ def _hop_rows(row: HopRow) -> list[list[str]]:
                 _num(added[0] if added else None),
                 _num(added[1] if added else None),
                 _num(cpu[key]),
+                _core_share(cpu[key], result),
                 _errors_text(result),
             ]
         )
@@ -272,7 +278,7 @@ def _hops_section(results: Results) -> list[str]:
     if not results.hops:
         return []
     header = ["c", "target", "RPS", "p50 µs", "p99 µs", "added p50 µs", "added p99 µs"]
-    header += ["CPU µs/req", "errors"]
+    header += ["CPU µs/req", "% of a core", "errors"]
     rows = [line for row in results.hops for line in _hop_rows(row)]
     return [
         "## 1. Instant upstream (nginx `return 200`), wrk -t1,"
@@ -281,7 +287,8 @@ def _hops_section(results: Results) -> list[str]:
         *_table(header, rows),
         "CPU µs/req: *direct* = the nginx worker serving the response; *nginx proxy_pass* ="
         " what the hop adds in that same worker (proxy run - direct run); *aigw* = the"
-        " gateway process tree alone ((utime+stime) / completed requests).",
+        " gateway process tree alone ((utime+stime) / completed requests). *% of a core* ="
+        " CPU µs/req x RPS: near 100% (x workers) the process was the bottleneck.",
         "",
     ]
 
@@ -293,7 +300,7 @@ def _slow_section(results: Results) -> list[str]:
     rows = []
     for name, result in (("direct", slow.direct), ("aigw", slow.aigw)):
         if result is None:
-            rows.append([name, "not run", "—", "—", "—", "—"])
+            rows.append([name, "not run", *["—"] * 5])
             continue
         cpu = slow.aigw_cpu_us if name == "aigw" else slow.simulator_cpu_us
         rows.append(
@@ -303,6 +310,7 @@ def _slow_section(results: Results) -> list[str]:
                 f"{result.p50_us / 1e3:.1f}",
                 f"{result.p99_us / 1e3:.1f}",
                 _num(cpu),
+                _core_share(cpu, result),
                 _errors_text(result),
             ]
         )
@@ -311,7 +319,7 @@ def _slow_section(results: Results) -> list[str]:
         f"## 2. Simulator at {slow.latency_ms} ms, wrk -t2 -c{slow.connections},"
         f" {_rounds(results.plan.slow_rounds, results.plan.slow_round_s)}",
         "",
-        *_table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "errors"], rows),
+        *_table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "% of a core", "errors"], rows),
         f"aigw / direct RPS: **{ratio}**. CPU µs/req: the simulator (direct row), the gateway"
         " (aigw row).",
         "",
@@ -390,10 +398,24 @@ def _process_section(results: Results) -> list[str]:
         rows.append(["start-up s (spawn → /health 200)", f"median {start.median_start_s:.3f}"])
         rows.append(["start-up runs s", runs])
         rows.append(["graceful stop s (SIGTERM → exit), median", f"{start.median_stop_s:.3f}"])
-    rows.append(["RSS idle MiB", _num(results.rss_idle_mib, ".1f")])
-    rows.append(["RSS after load MiB", _num(results.rss_after_mib, ".1f")])
-    rows.append(["peak RSS (VmHWM) MiB", _num(results.rss_peak_mib, ".1f")])
+    for label, memory in (
+        ("RSS idle MiB", results.rss_idle),
+        ("RSS after load MiB", results.rss_after),
+        ("peak RSS (VmHWM) MiB", results.rss_peak),
+    ):
+        rows.append([label, _memory_text(memory)])
     return ["## 4-5. Start-up and memory", "", *_table(["", ""], rows)]
+
+
+def _memory_text(memory: Memory | None) -> str:
+    if memory is None:
+        return "—"
+    if memory.processes == 1:
+        return f"{memory.largest_mib:.1f}"
+    return (
+        f"{memory.largest_mib:.1f} largest process; {memory.total_mib:.1f} over"
+        f" {memory.processes} processes"
+    )
 
 
 def _problems_section(results: Results) -> list[str]:

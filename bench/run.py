@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
@@ -33,7 +34,7 @@ from measure import (
     measure_slow,
     measure_startup,
     measure_ttfb,
-    rss_mib,
+    read_memory,
 )
 from procs import BenchError, Child, ProcessGroup, free_port
 from report import Results, render_markdown, to_json
@@ -93,7 +94,7 @@ class Stack:
             child = _guard(
                 self.results,
                 f"simulator {spec.name}",
-                lambda s=spec: start_simulator(self.group, s),
+                partial(start_simulator, self.group, spec),
             )
             if child is not None:
                 self.sims[spec.name] = child
@@ -121,8 +122,8 @@ class Stack:
         )
         if self.gateway is not None:
             time.sleep(1.0)  # let start-up allocations settle before the idle reading
-            self.results.rss_idle_mib = rss_mib(self.gateway)
-            say(f"aigw on port {self.gateway.port}, RSS {self.results.rss_idle_mib:.1f} MiB")
+            idle = self.results.rss_idle = read_memory(self.gateway)
+            say(f"aigw on port {self.gateway.port}, RSS {idle.largest_mib:.1f} MiB")
 
 
 def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
@@ -138,21 +139,21 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
     gw = stack.gateway
     if "hops" in sections and (nginx := stack.nginx):
         say(f"instant upstream: c=1,16,64 x direct/nginx/aigw, {plan.hop_s:g} s per target")
-        results.hops = _guard(results, "hops", lambda: measure_hops(nginx, gw, plan)) or []
+        results.hops = _guard(results, "hops", partial(measure_hops, nginx, gw, plan)) or []
     if "slow" in sections and (sim := stack.sims.get("slow")):
         say(f"simulator 50 ms at c={plan.slow_connections}, {plan.slow_s:g} s per target")
-        results.slow = _guard(results, "slow", lambda: measure_slow(sim, SLOW_SIM, gw, plan))
+        results.slow = _guard(results, "slow", partial(measure_slow, sim, SLOW_SIM, gw, plan))
     if "ttfb" in sections and (sim := stack.sims.get("ttfb")):
         say(f"streaming TTFB: {plan.ttfb_requests} sequential requests per target")
-        results.ttfb = _guard(results, "ttfb", lambda: measure_ttfb(sim, TTFB_SIM, gw, plan))
+        results.ttfb = _guard(results, "ttfb", partial(measure_ttfb, sim, TTFB_SIM, gw, plan))
     if "fanout" in sections and (sim := stack.sims.get("fanout")):
         say(f"{plan.fanout_streams} concurrent streams, direct then via aigw")
         results.fanout = _guard(
-            results, "fanout", lambda: measure_fanout(sim, FANOUT_SIM, gw, plan)
+            results, "fanout", partial(measure_fanout, sim, FANOUT_SIM, gw, plan)
         )
     if gw is not None:
-        results.rss_after_mib = rss_mib(gw)
-        results.rss_peak_mib = rss_mib(gw, "VmHWM")
+        results.rss_after = read_memory(gw)
+        results.rss_peak = read_memory(gw, "VmHWM")
 
 
 def _keep_gateway_logs(gateway: Child | None, out: Path) -> None:

@@ -169,7 +169,7 @@ def gateway_log_problems(child: Child, limit: int = 10) -> tuple[int, list[str]]
 
     Lines that are not JSON (a traceback on stderr) count as problems too.
     """
-    count, samples = 0, []
+    count, samples = 0, list[str]()
     for path in (child.stdout_path, child.stderr_path):
         with path.open("rb") as stream:
             for raw in stream:

@@ -7,10 +7,12 @@ import socket
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from aigw import __version__
 from aigw.errors import ConfigError
 from aigw.observability.logs import JsonLog
-from aigw.settings import Settings, load_settings
+from aigw.settings import ServerSettings, Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,7 +80,12 @@ def _serve(args: argparse.Namespace) -> int:
             log.error("invalid configuration", file=str(args.config), problems=exc.problems)
             log.flush()
             return 1
-    settings = _override(settings, args)
+    try:
+        settings = _override(settings, args)
+    except ConfigError as exc:
+        log.error("invalid command line", problems=exc.problems)
+        log.flush()
+        return 1
     server = settings.server
     if server.workers == 1:
         _run_worker(settings, config_path, log, None, args.demo)
@@ -102,7 +109,10 @@ def _override(settings: Settings, args: argparse.Namespace) -> Settings:
     }
     if not updates:
         return settings
-    server = settings.server.model_copy(update=updates)
+    try:
+        server = ServerSettings.model_validate({**settings.server.model_dump(), **updates})
+    except ValidationError as exc:
+        raise ConfigError([f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()]) from None
     return settings.model_copy(update={"server": server})
 
 

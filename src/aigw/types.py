@@ -41,6 +41,8 @@ class GatewayRequest:
     deployment: str = ""
     upstream_seconds: float = 0.0
     usage: Usage | None = None
+    # An OpenAI-shaped answer whose usage is read after the answer has been sent.
+    usage_body: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -141,3 +141,13 @@ def test_demo_mode_serves_both_dialects() -> None:
                 assert resp.choices[0].message.content
     finally:
         assert demo.stop() == 0
+
+
+def test_serve_refuses_bad_overrides(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("models:\n  - name: m\n    deployments: [{provider: openai}]\n")
+    out = run_cli("serve", "--config", str(good), "--workers", "0", "--port", "0")
+    assert (
+        out.returncode == 1
+        and "--workers: Input should be greater than or equal to 1" in out.stdout
+    )

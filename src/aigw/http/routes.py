@@ -8,6 +8,7 @@ written to the access log here, once, when its answer (or stream) is complete.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import time
@@ -29,6 +30,7 @@ from aigw.http.server import Request, Response, StreamingResponse
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aigw.observability.metrics import Metrics
+from aigw.providers.base import settle_usage
 from aigw.providers.sse import frame
 from aigw.types import Endpoint, GatewayRequest, GatewayResponse, Result, StreamResponse
 
@@ -69,6 +71,8 @@ class HttpIngress:
         self.loop = asyncio.get_running_loop()
         self.ready = True
         self.in_flight = 0
+        self._rid_prefix = os.urandom(8).hex()
+        self._rid_counter = itertools.count(1)
         metrics.in_flight.set_function(lambda: self.in_flight)
         self.simple_routes: dict[bytes, Callable[[Request], Response]] = {
             b"/health": lambda _: Response(b'{"status":"ok"}'),
@@ -100,7 +104,7 @@ class HttpIngress:
         started = time.perf_counter()
         rid = request.headers.get(b"x-request-id")
         if rid is None or not _REQUEST_ID.fullmatch(rid):
-            rid = os.urandom(16).hex().encode()
+            rid = b"%s%016x" % (self._rid_prefix.encode(), next(self._rid_counter))
         headers = [(b"x-request-id", rid)]
         runtime = self.runtime
         req = GatewayRequest(
@@ -112,7 +116,7 @@ class HttpIngress:
             _parse_into(req, request.body)
             result = await runtime.pipeline(req)
         except GatewayError as err:
-            self._finish(req, request, started, err.status, err.code)
+            self._finish_soon(req, request, started, err.status, err.code)
             return Response(err.to_json(), err.status, headers=headers)
         except asyncio.CancelledError:
             self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
@@ -122,7 +126,7 @@ class HttpIngress:
             self._finish(req, request, started, 500, "internal_error")
             return Response(GatewayError("internal error").to_json(), 500, headers=headers)
         if isinstance(result, GatewayResponse):
-            self._finish(req, request, started, result.status, None)
+            self._finish_soon(req, request, started, result.status, None)
             return Response(result.body, result.status, result.content_type, headers)
         return StreamingResponse(
             self._stream(req, request, result, started), result.status, result.content_type, headers
@@ -151,15 +155,26 @@ class HttpIngress:
                 await closer()
             self._finish(req, request, started, status, code)
 
+    def _finish_soon(
+        self, req: GatewayRequest, request: Request, started: float, status: int, code: str | None
+    ) -> None:
+        """Account for an answer right after it is written, off the latency path."""
+        seconds = time.perf_counter() - started
+        self.loop.call_soon(self._account, req, request, seconds, status, code)
+
     def _finish(
         self, req: GatewayRequest, request: Request, started: float, status: int, code: str | None
     ) -> None:
+        self._account(req, request, time.perf_counter() - started, status, code)
+
+    def _account(
+        self, req: GatewayRequest, request: Request, seconds: float, status: int, code: str | None
+    ) -> None:
         self.in_flight -= 1
-        seconds = time.perf_counter() - started
-        self.metrics.request_done(req.endpoint.value, req.model, status, seconds, req.usage)
+        usage = settle_usage(req)
+        self.metrics.request_done(req.endpoint.value, req.model, status, seconds, usage)
         if not self.runtime.access_log:
             return
-        usage = req.usage
         self.log.access({
             "level": "info", "msg": "request", "request_id": req.request_id,
             "method": "POST", "path": request.path.decode("latin-1"), "model": req.model,

@@ -8,6 +8,7 @@ client and hands the answer back to ``parse``, ``error`` or ``relay``.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -92,6 +93,16 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     if isinstance(err, str):
         return err, None, None
     return "", None, None
+
+
+def settle_usage(req: GatewayRequest) -> Usage | None:
+    """``req.usage``, reading it from ``req.usage_body`` first if that was deferred."""
+    if req.usage is None and req.usage_body is not None:
+        # A body that is not JSON was relayed as is: the client saw what the upstream sent.
+        with contextlib.suppress(orjson.JSONDecodeError):
+            req.usage = usage_from(orjson.loads(req.usage_body))
+        req.usage_body = None
+    return req.usage
 
 
 def usage_from(data: Any) -> Usage | None:

@@ -7,7 +7,6 @@ and stream chunks come back byte for byte. Bodies are only read to learn token u
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -46,9 +45,7 @@ class OpenAIProvider(Provider):
         return orjson.dumps(body)
 
     def parse(self, req: GatewayRequest, body: bytes) -> bytes:
-        # A body that is not JSON is relayed as is: the client sees what the upstream sent.
-        with contextlib.suppress(orjson.JSONDecodeError):
-            req.usage = usage_from(orjson.loads(body))
+        req.usage_body = body  # read for usage after the client has its answer
         return body
 
     async def relay(

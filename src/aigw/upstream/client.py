@@ -204,6 +204,14 @@ class UpstreamResponse:
         self.headers = conn.headers
 
     async def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        conn = self._conn
+        if conn.complete and conn.error is None:  # it all came in one go: the common case
+            body = b"".join(conn.body)
+            conn.body.clear()
+            self.close()
+            if len(body) > limit:
+                raise UpstreamProtocolError(f"upstream response exceeds {limit} bytes")
+            return body
         parts = []
         size = 0
         async for chunk in self.iter_chunks():
