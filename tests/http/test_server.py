@@ -105,3 +105,24 @@ async def test_streaming_is_chunked_and_drain_waits_for_it() -> None:
     await shutdown
     assert rest == b"".join(b"9\r\ndata: %d\n\n\r\n" % i for i in range(3)) + b"0\r\n\r\n"
     writer.close()
+
+
+async def test_expect_continue_and_head() -> None:
+    server = HttpServer(lambda r: _ok())
+    _, port = await server.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nexpect: 100-continue\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hi")
+        assert (await read_response(reader))[1] == b"ok"
+        writer.write(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert b"content-length: 2" in head  # HEAD: the length, not the body
+        assert (await read_response(reader))[1] == b"ok"
+    finally:
+        writer.close()
+        await server.shutdown(1)

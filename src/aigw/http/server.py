@@ -223,6 +223,9 @@ class HttpProtocol(asyncio.Protocol):
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             self._reject_too_large()
             raise httptools.HttpParserError("body too large")
+        if self.headers.get(b"expect", b"").lower() == b"100-continue" and self.transport:
+            # curl asks before sending bodies over 1 KiB; silence would cost it a second.
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -299,11 +302,13 @@ class HttpProtocol(asyncio.Protocol):
             response = error_response(GatewayError("internal error"))
         keep_alive = request.keep_alive and not self.server.draining and not self.rejected
         if isinstance(response, Response):
-            self._write_response(response, keep_alive)
+            self._write_response(response, keep_alive, head_only=request.method == b"HEAD")
             return keep_alive
         return await self._write_stream(response, keep_alive)
 
-    def _write_response(self, response: Response, keep_alive: bool) -> None:
+    def _write_response(
+        self, response: Response, keep_alive: bool, head_only: bool = False
+    ) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -312,7 +317,7 @@ class HttpProtocol(asyncio.Protocol):
         head = _header_block(
             response.status, response.content_type, response.headers, framing, keep_alive
         )
-        transport.write(head + body)
+        transport.write(head if head_only else head + body)
         if not keep_alive:
             transport.close()
 
