@@ -15,9 +15,9 @@ from aigw.providers.sse import DONE, frame
 from aigw.simulator.replies import (
     Reply,
     ToolCall,
+    conversation,
     count_words,
     pick_tool,
-    text_of,
     text_reply,
     tool_reply,
 )
@@ -30,11 +30,7 @@ dumps = orjson.dumps
 
 
 def chat_reply(body: dict[str, object], default_tokens: int) -> Reply:
-    messages = body.get("messages")
-    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
-    texts = [text_of(m.get("content")) for m in messages]
-    users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
-    last_user = users[-1] if users else ""
+    texts, last_user = conversation(body)
     prompt_tokens = count_words(texts)
     tool = _tool(body, last_user)
     if tool is not None:

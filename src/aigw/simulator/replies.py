@@ -119,3 +119,12 @@ def pick_tool(
     if forced or wants_tool(last_user):
         return tool_call(*tools[0])
     return None
+
+
+def conversation(body: dict[str, object]) -> tuple[list[str], str]:
+    """The text of every message, and of the last user message."""
+    messages = body.get("messages")
+    messages = [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+    texts = [text_of(m.get("content")) for m in messages]
+    users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
+    return texts, users[-1] if users else ""
