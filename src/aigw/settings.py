@@ -51,6 +51,7 @@ class DeploymentSettings(_Strict):
     timeouts: TimeoutSettings = TimeoutSettings()
     headers: dict[str, str] = {}
     api_version: str = "2024-10-21"
+    ca_file: str = ""
     max_tokens: Annotated[int, Field(gt=0)] = 4096
 
     @field_validator("base_url")
@@ -61,6 +62,13 @@ class DeploymentSettings(_Strict):
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {value!r}")
             parts.port  # noqa: B018 - raises ValueError on a bad port
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"no such file: {value!r}")
         return value
 
     @field_validator("headers")

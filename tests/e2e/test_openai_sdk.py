@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -139,3 +141,23 @@ def test_client_disconnect_cancels_upstream_stream(gateway: Gateway, sim: Simula
         time.sleep(0.05)
     log = gateway.wait_for(lambda r: r.get("msg") == "request" and r["stream"])
     assert log["status"] == 499 and log["error"] == "client_closed"
+
+
+def test_https_upstream_with_private_ca(tls_cert: tuple[Path, Path], start_gateway: Any) -> None:
+    cert, key = tls_cert
+    args = ["--port", "0", "--tls-cert", str(cert), "--tls-key", str(key)]
+    tls_sim = Simulator([sys.executable, "-m", "aigw.simulator", *args])
+    try:
+        deployment = {"provider": "openai", "base_url": f"https://127.0.0.1:{tls_sim.port}/v1"}
+        models = [
+            {"name": "trusted", "deployments": [{**deployment, "ca_file": str(cert)}]},
+            {"name": "untrusted", "deployments": [deployment]},
+        ]
+        gw = start_gateway({"models": models})
+        with client(gw) as c:
+            assert c.chat.completions.create(model="trusted", messages=MESSAGES).choices
+            with pytest.raises(openai.APIStatusError) as info:
+                c.chat.completions.create(model="untrusted", messages=MESSAGES)
+        assert info.value.status_code == 502
+    finally:
+        tls_sim.stop()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +155,21 @@ async def test_body_delimited_by_close_and_early_close() -> None:
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_tls_with_private_ca(tls_cert: tuple[Path, Path]) -> None:
+    cert, key = tls_cert
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = HttpServer(echo)
+    _, port = await server.start("127.0.0.1", 0, tls=context)
+    client = UpstreamClient()
+    try:
+        trusted = Origin("https", "127.0.0.1", port, str(cert))
+        resp = await client.request(trusted, b"POST", b"/", b"", b"secure", FAST)
+        assert await resp.read() == b"echo:secure"
+        with pytest.raises(UpstreamConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.request(Origin("https", "127.0.0.1", port), b"POST", b"/", b"", b"", FAST)
+    finally:
+        await client.close()
+        await server.shutdown(1)

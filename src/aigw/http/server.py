@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -413,13 +414,19 @@ class HttpServer:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(
-        self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
         if sock is not None:
-            self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock)
+            self._server = await self.loop.create_server(
+                lambda: HttpProtocol(self), sock=sock, ssl=tls
+            )
         else:
             self._server = await self.loop.create_server(
-                lambda: HttpProtocol(self), host, port, backlog=2048
+                lambda: HttpProtocol(self), host, port, backlog=2048, ssl=tls
             )
         self._schedule_sweep()
         address = self._server.sockets[0].getsockname()

@@ -42,7 +42,7 @@ class Provider(ABC):
         self.id = settings.id
         self.upstream_model = settings.model
         self.origin: Origin
-        self.origin, self.prefix = parse_base_url(settings.base_url)
+        self.origin, self.prefix = parse_base_url(settings.base_url, settings.ca_file)
         t = settings.timeouts
         self.timeouts = Timeouts(t.connect_s, t.first_byte_s, t.total_s)
         key = settings.api_key.get_secret_value() if settings.api_key else ""

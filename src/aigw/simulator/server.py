@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import Callable
 
@@ -30,8 +31,10 @@ class SimulatorServer:
         self.simulator = Simulator(knobs)
         self.http = HttpServer(self.simulator.handle, limits, on_error=_log_error)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
-        return await self.http.start(host, port)
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        return await self.http.start(host, port, tls=tls)
 
     async def shutdown(self, grace_s: float = GRACE_S) -> None:
         self.simulator.closing.set()  # requests hung by the ``timeout`` fault let go
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
     defaults = Knobs()
     helps = {
         "latency_ms": "delay before the response headers",
@@ -96,9 +101,9 @@ def knobs_from(args: argparse.Namespace) -> Knobs:
     return update(Knobs(), {name: str(getattr(args, name)) for name in PARSERS})
 
 
-async def serve(host: str, port: int, knobs: Knobs) -> None:
+async def serve(host: str, port: int, knobs: Knobs, tls: ssl.SSLContext | None = None) -> None:
     server = SimulatorServer(knobs)
-    bound_host, bound_port = await server.start(host, port)
+    bound_host, bound_port = await server.start(host, port, tls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -113,6 +118,14 @@ async def serve(host: str, port: int, knobs: Knobs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until SIGTERM or SIGINT; the exit status."""
-    args = build_parser().parse_args(argv)
-    uvloop.run(serve(args.host, args.port, knobs_from(args)))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tls = None
+    if args.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            parser.error(f"cannot load the TLS certificate: {exc}")
+    uvloop.run(serve(args.host, args.port, knobs_from(args), tls))
     return 0

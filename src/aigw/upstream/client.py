@@ -38,6 +38,7 @@ class Origin:
     scheme: str
     host: str
     port: int
+    ca_file: str = ""  # trust this CA bundle instead of the system's (https only)
 
     @property
     def tls(self) -> bool:
@@ -50,13 +51,13 @@ class Origin:
         return (host if self.port == default else f"{host}:{self.port}").encode()
 
 
-def parse_base_url(url: str) -> tuple[Origin, str]:
+def parse_base_url(url: str, ca_file: str = "") -> tuple[Origin, str]:
     """Split ``https://host:port/prefix`` into its origin and path prefix (no trailing /)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    return Origin(parts.scheme, parts.hostname, port), parts.path.rstrip("/")
+    return Origin(parts.scheme, parts.hostname, port, ca_file), parts.path.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ class UpstreamClient:
         self.max_idle = max_idle_per_origin
         self.idle_timeout_s = idle_timeout_s
         self._idle: dict[Origin, list[_Connection]] = {}
-        self._ssl = ssl.create_default_context()
+        self._tls: dict[str, ssl.SSLContext] = {}
         self._closed = False
 
     async def request(
@@ -343,7 +344,7 @@ class UpstreamClient:
                     lambda: _Connection(self.loop, origin),
                     origin.host,
                     origin.port,
-                    ssl=self._ssl if origin.tls else None,
+                    ssl=self._tls_context(origin.ca_file) if origin.tls else None,
                     server_hostname=origin.host if origin.tls else None,
                 )
         except TimeoutError:
@@ -352,6 +353,14 @@ class UpstreamClient:
             reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
             raise UpstreamConnectError(f"cannot connect to upstream {where}: {reason}") from None
         return conn
+
+    def _tls_context(self, ca_file: str) -> ssl.SSLContext:
+        context = self._tls.get(ca_file)
+        if context is None:
+            context = ssl.create_default_context(cafile=ca_file or None)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            self._tls[ca_file] = context
+        return context
 
     async def close(self) -> None:
         self._closed = True
