@@ -12,6 +12,7 @@ class Endpoint(StrEnum):
     CHAT = "chat"
     COMPLETION = "completion"
     EMBEDDING = "embedding"
+    MESSAGES = "messages"  # Anthropic's Messages API, for clients that speak it
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest, UnsupportedByProvider, UpstreamError, UpstreamProtocolError
+from aigw.providers.anthropic_native import native_body, relay_native
 from aigw.providers.anthropic_stream import (
     StreamTranslator,
     finish_reason,
@@ -50,6 +51,8 @@ class AnthropicProvider(Provider):
         return headers
 
     def build(self, req: GatewayRequest) -> UpstreamCall:
+        if req.endpoint is Endpoint.MESSAGES:
+            return UpstreamCall(self.target, self.headers, native_body(req, self.upstream_model))
         if req.endpoint is not Endpoint.CHAT:
             raise UnsupportedByProvider(
                 f"model {req.model!r} is served by Anthropic, which supports only "
@@ -59,12 +62,20 @@ class AnthropicProvider(Provider):
         return UpstreamCall(self.target, self.headers, orjson.dumps(body))
 
     def parse(self, req: GatewayRequest, body: bytes) -> bytes:
+        if req.endpoint is Endpoint.MESSAGES:
+            req.usage_body = body
+            return body
         data = _json_object(body, "response")
         chat = messages_to_chat(data, req.model, req.request_id, int(self.clock()))
         req.usage = usage_from(chat)
         return orjson.dumps(chat)
 
-    async def relay(
+    def relay(self, req: GatewayRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        if req.endpoint is Endpoint.MESSAGES:
+            return relay_native(req, chunks)
+        return self._translate(req, chunks)
+
+    async def _translate(
         self, req: GatewayRequest, chunks: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
         options = req.body.get("stream_options")

@@ -106,10 +106,18 @@ def settle_usage(req: GatewayRequest) -> Usage | None:
 
 
 def usage_from(data: Any) -> Usage | None:
-    """OpenAI's ``usage`` object, if ``data`` carries one."""
+    """The ``usage`` that ``data`` carries, in OpenAI's shape or Anthropic's."""
     usage = data.get("usage") if isinstance(data, dict) else None
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    return Usage(int(prompt), int(completion))
+    if "input_tokens" in usage or "output_tokens" in usage:  # Anthropic counts cache apart
+        prompt = sum(
+            _int(usage.get(k))
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        return Usage(prompt, _int(usage.get("output_tokens")))
+    return Usage(_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
