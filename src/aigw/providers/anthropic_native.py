@@ -24,7 +24,7 @@ def native_body(req: GatewayRequest, upstream_model: str) -> bytes:
 
 
 async def relay_native(req: GatewayRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Relay Anthropic SSE unchanged; input tokens come in message_start, output in message_delta."""
+    """Relay Anthropic SSE as is; usage comes in message_start (input) and message_delta."""
     decoder = SSEDecoder()
     async for chunk in chunks:
         for event in decoder.feed(chunk):
