@@ -30,6 +30,7 @@ from aigw.http.server import Request, Response, StreamingResponse
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aigw.observability.metrics import Metrics
+from aigw.providers import anthropic_inbound
 from aigw.providers.base import settle_usage
 from aigw.providers.sse import frame
 from aigw.types import Endpoint, GatewayRequest, GatewayResponse, Result, StreamResponse
@@ -40,11 +41,13 @@ MODEL_ROUTES = {
     b"/v1/chat/completions": Endpoint.CHAT,
     b"/v1/completions": Endpoint.COMPLETION,
     b"/v1/embeddings": Endpoint.EMBEDDING,
+    b"/v1/messages": Endpoint.MESSAGES,  # Anthropic's API, for the anthropic SDK
 }
 REQUIRED_FIELD = {
     Endpoint.CHAT: "messages",
     Endpoint.COMPLETION: "prompt",
     Endpoint.EMBEDDING: "input",
+    Endpoint.MESSAGES: "messages",
 }
 CLIENT_CLOSED = 499  # nginx's convention for "the client went away first"
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
@@ -117,14 +120,15 @@ class HttpIngress:
             result = await runtime.pipeline(req)
         except GatewayError as err:
             self._finish_soon(req, request, started, err.status, err.code)
-            return Response(err.to_json(), err.status, headers=headers)
+            return Response(_error_json(endpoint, err), err.status, headers=headers)
         except asyncio.CancelledError:
             self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
             raise
         except Exception as exc:  # the boundary: a bug becomes a logged 500, not a dead socket
             self._crash(req, exc)
             self._finish(req, request, started, 500, "internal_error")
-            return Response(GatewayError("internal error").to_json(), 500, headers=headers)
+            body = _error_json(endpoint, GatewayError("internal error"))
+            return Response(body, 500, headers=headers)
         if isinstance(result, GatewayResponse):
             self._finish_soon(req, request, started, result.status, None)
             return Response(result.body, result.status, result.content_type, headers)
@@ -144,11 +148,11 @@ class HttpIngress:
         except GatewayError as err:
             # Headers are gone already: the error travels as a final SSE event.
             status, code = err.status, err.code
-            yield frame(err.to_json())
+            yield _error_event(req.endpoint, err)
         except Exception as exc:  # the boundary, as above
             self._crash(req, exc)
             status, code = 500, "internal_error"
-            yield frame(GatewayError("internal error").to_json())
+            yield _error_event(req.endpoint, GatewayError("internal error"))
         finally:
             closer = getattr(result.chunks, "aclose", None)
             if closer is not None:
@@ -210,6 +214,19 @@ class HttpIngress:
         return Response(orjson.dumps(_model_card(name)))
 
 
+def _error_json(endpoint: Endpoint, err: GatewayError) -> bytes:
+    """An error in the dialect the client speaks."""
+    if endpoint is Endpoint.MESSAGES:
+        return anthropic_inbound.error_body(err.status, err.message)
+    return err.to_json()
+
+
+def _error_event(endpoint: Endpoint, err: GatewayError) -> bytes:
+    if endpoint is Endpoint.MESSAGES:
+        return anthropic_inbound.error_event(err.status, err.message)
+    return frame(err.to_json())
+
+
 def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
 
@@ -231,7 +248,7 @@ def _parse_into(req: GatewayRequest, raw: bytes) -> None:
     field = REQUIRED_FIELD[req.endpoint]
     if field not in body:
         raise InvalidRequest(f"`{field}` is required", param=field)
-    if req.endpoint is Endpoint.CHAT and not (isinstance(body[field], list) and body[field]):
+    if field == "messages" and not (isinstance(body[field], list) and body[field]):
         raise InvalidRequest("`messages` must be a non-empty array", param="messages")
     req.body = body
     req.model = model

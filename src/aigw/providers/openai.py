@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 
 import orjson
 
+from aigw.errors import UpstreamProtocolError
+from aigw.providers.anthropic_inbound import chat_to_message, messages_to_chat, relay_as_messages
 from aigw.providers.base import Provider, UpstreamCall, usage_from
 from aigw.providers.sse import SSEDecoder
-from aigw.types import Endpoint, GatewayRequest
+from aigw.types import Endpoint, GatewayRequest, Usage
 
 PATHS = {
     Endpoint.CHAT: b"/chat/completions",
+    Endpoint.MESSAGES: b"/chat/completions",
     Endpoint.COMPLETION: b"/completions",
     Endpoint.EMBEDDING: b"/embeddings",
 }
@@ -38,6 +41,8 @@ class OpenAIProvider(Provider):
         return UpstreamCall(self.target(req.endpoint), self.headers, self.body(req))
 
     def body(self, req: GatewayRequest) -> bytes:
+        if req.endpoint is Endpoint.MESSAGES:
+            return orjson.dumps(messages_to_chat(req.body, self.upstream_model))
         if req.model == self.upstream_model:
             return req.raw
         body = dict(req.body)
@@ -45,10 +50,30 @@ class OpenAIProvider(Provider):
         return orjson.dumps(body)
 
     def parse(self, req: GatewayRequest, body: bytes) -> bytes:
+        if req.endpoint is Endpoint.MESSAGES:
+            return self._as_message(req, body)
         req.usage_body = body  # read for usage after the client has its answer
         return body
 
-    async def relay(
+    def relay(self, req: GatewayRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        if req.endpoint is Endpoint.MESSAGES:
+            return relay_as_messages(
+                chunks, req.model, f"msg_{req.request_id}", lambda p, c: _set_usage(req, p, c)
+            )
+        return self._relay(req, chunks)
+
+    def _as_message(self, req: GatewayRequest, body: bytes) -> bytes:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            raise UpstreamProtocolError("upstream sent an answer that is not a JSON object")
+        message = chat_to_message(data, req.model, fallback_id=req.request_id)
+        req.usage = usage_from(data)
+        return orjson.dumps(message)
+
+    async def _relay(
         self, req: GatewayRequest, chunks: AsyncIterator[bytes]
     ) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()
@@ -81,4 +106,10 @@ class AzureProvider(OpenAIProvider):
         return path.encode() + PATHS[endpoint] + f"?api-version={version}".encode()
 
     def body(self, req: GatewayRequest) -> bytes:
+        if req.endpoint is Endpoint.MESSAGES:
+            return orjson.dumps(messages_to_chat(req.body, self.upstream_model))
         return req.raw  # Azure takes the model from the URL
+
+
+def _set_usage(req: GatewayRequest, prompt: int, completion: int) -> None:
+    req.usage = Usage(prompt, completion)
