@@ -6,6 +6,7 @@ import base64
 import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,27 @@ def test_https_upstream_with_private_ca(tls_cert: tuple[Path, Path], start_gatew
         assert info.value.status_code == 502
     finally:
         tls_sim.stop()
+
+
+def test_metrics_count_requests_latency_and_tokens(gateway: Gateway) -> None:
+    with client(gateway) as c:
+        for _ in range(3):
+            c.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        with pytest.raises(openai.NotFoundError):
+            c.chat.completions.create(model="no-such-model", messages=MESSAGES)
+    with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=5) as resp:
+        assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    assert samples['aigw_requests_total{model="gpt-test",route="chat",status="200"}'] == 3
+    assert samples['aigw_requests_total{model="unknown",route="chat",status="404"}'] == 1
+    assert samples['aigw_request_duration_seconds_count{model="gpt-test",route="chat"}'] == 3
+    assert samples['aigw_upstream_duration_seconds_count{deployment="gpt-test"}'] == 3
+    assert samples['aigw_upstream_requests_total{deployment="gpt-test",outcome="ok"}'] == 3
+    assert samples['aigw_tokens_total{kind="completion",model="gpt-test"}'] == 48  # 3 x 16
+    assert samples["aigw_in_flight_requests"] == 0
+    assert not any("no-such-model" in name for name in samples)
