@@ -13,11 +13,13 @@ OpenAI error ``type`` and a stable ``code``. The HTTP ingress renders them as
     ├── MethodNotAllowed              405 method_not_allowed
     ├── PayloadTooLarge               413 request_too_large
     ├── HeadersTooLarge               431 headers_too_large
+    ├── IdempotencyConflict           422 idempotency_key_reused
     ├── UpstreamRejected              4xx passed through from the upstream
     ├── UpstreamError                 502 upstream_error
     │   ├── UpstreamConnectError      502 upstream_connect_error
     │   └── UpstreamProtocolError     502 upstream_protocol_error
     ├── ServiceUnavailable            503 unavailable
+    │   └── NoDeploymentAvailable     503 no_deployment_available
     └── DeadlineExceeded              504 deadline_exceeded
 
 ``ConfigError`` is not a request error: it lists every problem found in a
@@ -34,10 +36,15 @@ class GatewayError(Exception):
     type = "api_error"
     code = "internal_error"
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    retry_after: float | None = None  # seconds; sent as Retry-After when set
+
+    def __init__(
+        self, message: str, *, param: str | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,6 +104,12 @@ class HeadersTooLarge(GatewayError):
     code = "headers_too_large"
 
 
+class IdempotencyConflict(GatewayError):
+    status = 422
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
 class UpstreamRejected(GatewayError):
     """The upstream refused the request (4xx); its status and message pass through."""
 
@@ -124,9 +137,8 @@ class UpstreamError(GatewayError):
     def __init__(
         self, message: str, *, upstream_status: int | None = None, retry_after: float | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, retry_after=retry_after)
         self.upstream_status = upstream_status
-        self.retry_after = retry_after
 
 
 class UpstreamConnectError(UpstreamError):
@@ -140,6 +152,12 @@ class UpstreamProtocolError(UpstreamError):
 class ServiceUnavailable(GatewayError):
     status = 503
     code = "unavailable"
+
+
+class NoDeploymentAvailable(ServiceUnavailable):
+    """Every deployment of the group is open-circuited, ejected or at capacity."""
+
+    code = "no_deployment_available"
 
 
 class DeadlineExceeded(GatewayError):

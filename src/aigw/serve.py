@@ -21,6 +21,7 @@ from aigw.http.server import HttpServer, ServerLimits
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.settings import ServerSettings, Settings, load_settings
+from aigw.state.factory import make_state
 from aigw.upstream.client import UpstreamClient
 
 # Runs before listening and after draining: e.g. the demo's embedded simulator.
@@ -45,7 +46,11 @@ async def serve(
     loop = asyncio.get_running_loop()
     metrics = Metrics()
     client = UpstreamClient()
-    ingress = HttpIngress(build_runtime(settings, client, metrics), metrics, log)
+    state = make_state(settings.state)
+    current = build_runtime(settings, client, metrics, state, log)
+    current.start()
+    ingress = HttpIngress(current, metrics, log)
+    retired: set[asyncio.Task[None]] = set()
 
     def on_error(exc: BaseException) -> None:
         log.error(
@@ -68,7 +73,15 @@ async def serve(
             metrics.reloads.labels("error").inc()
             log.error("config reload failed; keeping the running config", problems=exc.problems)
             return
-        ingress.runtime = build_runtime(new, client, metrics)
+        if new.state != settings.state:
+            log.warning("state settings change only on restart; keeping the running backend")
+        nonlocal current
+        old, current = current, build_runtime(new, client, metrics, state, log)
+        current.start()
+        ingress.runtime = current
+        task = loop.create_task(old.close())  # in-flight requests keep the old objects
+        retired.add(task)
+        task.add_done_callback(retired.discard)
         server.limits = limits_from(new.server)
         metrics.reloads.labels("ok").inc()
         log.info("config reloaded", models=ingress.runtime.model_names)
@@ -86,7 +99,10 @@ async def serve(
         log.flush()
         await server.shutdown(settings.server.drain_timeout_s)
     finally:
+        await current.close()
+        await asyncio.gather(*retired, return_exceptions=True)
         await client.close()
+        await state.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("stopped", pid=os.getpid())

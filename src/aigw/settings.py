@@ -53,6 +53,11 @@ class DeploymentSettings(_Strict):
     api_version: str = "2024-10-21"
     ca_file: str = ""
     max_tokens: Annotated[int, Field(gt=0)] = 4096
+    priority: Annotated[int, Field(ge=0)] = 0  # tier: 0 first; later tiers only when it is out
+    max_concurrency: Annotated[int, Field(ge=0)] = 0  # in-flight cap, 0 = none
+    rpm: Annotated[int, Field(ge=0)] = 0  # capacity hints, 0 = unknown
+    tpm: Annotated[int, Field(ge=0)] = 0
+    load_header: str = ""  # response header where the backend reports its load, 0..1
 
     @field_validator("base_url")
     @classmethod
@@ -82,10 +87,82 @@ class DeploymentSettings(_Strict):
         return value
 
 
+Strategy = Literal[
+    "weighted", "round-robin", "random", "least-inflight", "p2c-ewma", "consistent-hash", "dynamic"
+]
+FallbackTrigger = Literal["exhausted", "context_window", "content_policy"]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class RetrySettings(_Strict):
+    attempts: Annotated[int, Field(ge=1, le=10)] = 3  # the first try included
+    backoff_base_s: Annotated[float, Field(ge=0)] = 0.025
+    backoff_max_s: Annotated[float, Field(ge=0)] = 1.0
+    budget_ratio: Fraction = 0.2  # retries stay under this share of recent requests …
+    budget_min_per_s: Annotated[float, Field(ge=0)] = 5.0  # … plus this many per second
+
+
+class HedgeSettings(_Strict):
+    enabled: bool = False
+    quantile: Annotated[float, Field(gt=0, lt=1)] = 0.95  # hedge after this latency quantile
+    delay_s: Annotated[float, Field(ge=0)] = 0.0  # a fixed delay instead, if > 0
+    min_delay_s: Annotated[float, Field(ge=0)] = 0.005
+
+
+class BreakerSettings(_Strict):
+    enabled: bool = True
+    failure_threshold: Annotated[int, Field(ge=1)] = 5
+    open_s: PositiveSeconds = 5.0
+    max_open_s: PositiveSeconds = 60.0
+    half_open_requests: Annotated[int, Field(ge=1)] = 1
+
+
+class OutlierSettings(_Strict):
+    enabled: bool = True
+    window_s: PositiveSeconds = 10.0
+    min_requests: Annotated[int, Field(ge=1)] = 10
+    max_error_ratio: Fraction = 0.5
+    eject_s: PositiveSeconds = 30.0
+    max_eject_s: PositiveSeconds = 300.0
+
+
+class HealthCheckSettings(_Strict):
+    enabled: bool = False
+    path: str = "/models"  # appended to each deployment's base_url
+    interval_s: PositiveSeconds = 10.0
+    timeout_s: PositiveSeconds = 2.0
+    unhealthy_after: Annotated[int, Field(ge=1)] = 3
+    healthy_after: Annotated[int, Field(ge=1)] = 2
+
+
+class DegradedSettings(_Strict):
+    mode: Literal["error", "response"] = "error"
+    retry_after_s: PositiveSeconds = 5.0
+    message: str = "The service is degraded; this is a placeholder answer."
+
+
 class ModelSettings(_Strict):
     name: Annotated[str, Field(min_length=1)]
-    strategy: Literal["weighted", "round-robin"] = "weighted"
+    strategy: Strategy = "weighted"
+    hash_key: str = "user"  # consistent-hash: "user", "api-key" or "header:NAME"
     deployments: Annotated[list[DeploymentSettings], Field(min_length=1)]
+    fallbacks: list[str] = []
+    fallback_on: list[FallbackTrigger] = ["exhausted", "context_window", "content_policy"]
+    retry: RetrySettings = RetrySettings()
+    hedge: HedgeSettings = HedgeSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    outlier: OutlierSettings = OutlierSettings()
+    health_check: HealthCheckSettings = HealthCheckSettings()
+    degraded: DegradedSettings = DegradedSettings()
+
+    @field_validator("hash_key")
+    @classmethod
+    def _hash_key(cls, value: str) -> str:
+        if value not in ("user", "api-key") and not (
+            value.startswith("header:") and len(value) > len("header:")
+        ):
+            raise ValueError("expected 'user', 'api-key' or 'header:NAME'")
+        return value
 
 
 class ServerSettings(_Strict):
@@ -101,8 +178,28 @@ class ServerSettings(_Strict):
     access_log: bool = True
 
 
+class StateSettings(_Strict):
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout_s: PositiveSeconds = 0.25  # per Redis call; a request never waits longer on it
+
+
+class IdempotencySettings(_Strict):
+    enabled: bool = True
+    ttl_s: PositiveSeconds = 300.0
+    use_request_id: bool = True  # X-Request-ID counts as a key when Idempotency-Key is absent
+    max_response_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+
+
+class AdminSettings(_Strict):
+    key: SecretStr | None = None  # Bearer key for /admin/*; unset = the admin API is off
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    admin: AdminSettings = AdminSettings()
     models: Annotated[list[ModelSettings], Field(min_length=1)]
 
 
@@ -192,6 +289,11 @@ def _fill_defaults(settings: Settings) -> Settings:
 
 def _cross_check(settings: Settings) -> list[str]:
     problems = []
+    names = {m.name for m in settings.models}
+    for mi, m in enumerate(settings.models):
+        for fi, fallback in enumerate(m.fallbacks):
+            if fallback not in names or fallback == m.name:
+                problems.append(f"models[{mi}].fallbacks[{fi}]: no other model named {fallback!r}")
     seen_models: set[str] = set()
     seen_ids: set[str] = set()
     for mi, m in enumerate(settings.models):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Endpoint(StrEnum):
@@ -38,7 +38,12 @@ class GatewayRequest:
     raw: bytes
     deadline: float
     client_ip: str = ""
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # the client's, lower-case
     labels: dict[str, str] = field(default_factory=dict)
+    idempotency_key: str = ""
+    strict_idempotency: bool = False  # the key came as Idempotency-Key, not X-Request-ID
+    attempts: int = 0
+    fallbacks: int = 0
     deployment: str = ""
     upstream_seconds: float = 0.0
     usage: Usage | None = None
@@ -53,6 +58,7 @@ class GatewayResponse:
     body: bytes
     status: int = 200
     content_type: bytes = b"application/json"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -66,6 +72,14 @@ class StreamResponse:
     chunks: AsyncIterator[bytes]
     status: int = 200
     content_type: bytes = b"text/event-stream"
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 Result = GatewayResponse | StreamResponse
+Next = Callable[[GatewayRequest], Awaitable[Result]]
+
+
+class Stage(Protocol):
+    """A pipeline stage: does its one job and calls ``call_next`` (or answers itself)."""
+
+    async def __call__(self, req: GatewayRequest, call_next: Next) -> Result: ...

@@ -26,6 +26,7 @@ from aigw.errors import (
     ModelNotFound,
     RouteNotFound,
 )
+from aigw.http.admin import admin_response
 from aigw.http.server import Request, Response, StreamingResponse
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -64,6 +65,9 @@ class Runtime(Protocol):
     def request_timeout_s(self) -> float: ...
     @property
     def access_log(self) -> bool: ...
+    @property
+    def admin_key(self) -> bytes: ...
+    def routing_snapshot(self) -> dict[str, Any]: ...
 
 
 class HttpIngress:
@@ -90,6 +94,10 @@ class HttpIngress:
             if request.method != b"POST":
                 raise MethodNotAllowed(f"{request.path.decode()} accepts POST only")
             return await self._model_call(request, endpoint)
+        if request.path.startswith(b"/admin/"):
+            runtime = self.runtime
+            views = {b"/admin/routing": runtime.routing_snapshot}
+            return admin_response(request, runtime.admin_key, views)
         route = self.simple_routes.get(request.path)
         if route is None and request.path.startswith(b"/v1/models/"):
             route = self._model
@@ -112,14 +120,17 @@ class HttpIngress:
         runtime = self.runtime
         req = GatewayRequest(
             rid.decode(), endpoint, "", False, {}, request.body,
-            self.loop.time() + runtime.request_timeout_s, request.client_ip,
+            self.loop.time() + runtime.request_timeout_s, request.client_ip, request.headers,
         )  # fmt: skip
         self.in_flight += 1
         try:
             _parse_into(req, request.body)
+            _request_options(req, request.headers, runtime.request_timeout_s, self.loop.time())
             result = await runtime.pipeline(req)
         except GatewayError as err:
             self._finish_soon(req, request, started, err.status, err.code)
+            if err.retry_after is not None:
+                headers.append((b"retry-after", b"%d" % max(1, round(err.retry_after))))
             return Response(_error_json(endpoint, err), err.status, headers=headers)
         except asyncio.CancelledError:
             self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
@@ -129,6 +140,7 @@ class HttpIngress:
             self._finish(req, request, started, 500, "internal_error")
             body = _error_json(endpoint, GatewayError("internal error"))
             return Response(body, 500, headers=headers)
+        headers += result.headers
         if isinstance(result, GatewayResponse):
             self._finish_soon(req, request, started, result.status, None)
             return Response(result.body, result.status, result.content_type, headers)
@@ -182,7 +194,8 @@ class HttpIngress:
         self.log.access({
             "level": "info", "msg": "request", "request_id": req.request_id,
             "method": "POST", "path": request.path.decode("latin-1"), "model": req.model,
-            "deployment": req.deployment, "stream": req.stream, "status": status,
+            "deployment": req.deployment, "attempts": req.attempts,
+            "fallbacks": req.fallbacks, "stream": req.stream, "status": status,
             "error": code, "total_ms": round(seconds * 1000, 3),
             "upstream_ms": round(req.upstream_seconds * 1000, 3),
             "tokens_in": usage.prompt_tokens if usage else None,
@@ -229,6 +242,34 @@ def _error_event(endpoint: Endpoint, err: GatewayError) -> bytes:
 
 def _model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "aigw"}
+
+
+def _request_options(
+    req: GatewayRequest, headers: dict[bytes, bytes], cap_s: float, now: float
+) -> None:
+    """Per-request options from headers: a shorter deadline, an idempotency key."""
+    timeout = headers.get(b"x-request-timeout")
+    if timeout is not None:
+        try:
+            seconds = float(timeout)
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise InvalidRequest(
+                "X-Request-Timeout must be a positive number of seconds", param="X-Request-Timeout"
+            )
+        req.deadline = now + min(seconds, cap_s)
+    key = headers.get(b"idempotency-key")
+    if key is not None:
+        if not _REQUEST_ID.fullmatch(key):
+            raise InvalidRequest(
+                "Idempotency-Key must be 1-128 characters of A-Za-z0-9._:/+=-",
+                param="Idempotency-Key",
+            )
+        req.idempotency_key = key.decode()
+        req.strict_idempotency = True
+    elif b"x-request-id" in headers and _REQUEST_ID.fullmatch(headers[b"x-request-id"]):
+        req.idempotency_key = req.request_id
 
 
 def _parse_into(req: GatewayRequest, raw: bytes) -> None:

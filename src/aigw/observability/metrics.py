@@ -58,6 +58,45 @@ class Metrics:
         self.reloads = Counter(
             "aigw_config_reloads", "Configuration reloads by result.", ["result"], registry=r
         )
+        self.state_errors = Counter(
+            "aigw_state_errors", "State backend calls that failed or timed out, by feature.",
+            ["feature"], registry=r,
+        )  # fmt: skip
+        self.idempotent_replays = Counter(
+            "aigw_idempotent_replays", "Answers replayed for a repeated idempotency key.",
+            registry=r,
+        )  # fmt: skip
+        self.retries = Counter(
+            "aigw_retries", "Retry decisions by model group: retried, budget_exhausted, "
+            "no_time_left.", ["model", "decision"], registry=r,
+        )  # fmt: skip
+        self.hedges = Counter(
+            "aigw_hedges", "Hedged second attempts sent, by model group.", ["model"], registry=r
+        )
+        self.fallbacks = Counter(
+            "aigw_fallbacks", "Requests moved to a fallback model group.",
+            ["model", "to", "reason"], registry=r,
+        )  # fmt: skip
+        self.ejections = Counter(
+            "aigw_outlier_ejections", "Deployments ejected by outlier detection.",
+            ["deployment"], registry=r,
+        )  # fmt: skip
+        self.breaker_transitions = Counter(
+            "aigw_breaker_transitions", "Circuit breaker state changes.",
+            ["deployment", "to"], registry=r,
+        )  # fmt: skip
+        self.breaker_open = Gauge(
+            "aigw_breaker_open", "1 while a deployment's breaker is open (0.5 half-open).",
+            ["deployment"], registry=r,
+        )  # fmt: skip
+        self.health_checks = Counter(
+            "aigw_health_checks", "Active health check results.",
+            ["deployment", "result"], registry=r,
+        )  # fmt: skip
+        self.degraded = Counter(
+            "aigw_degraded_responses", "Degraded placeholder answers served.", ["model"],
+            registry=r,
+        )  # fmt: skip
         info = Gauge("aigw_build_info", "aigw version.", ["version"], registry=r)
         info.labels(__version__).set(1)
         self.known_models: frozenset[str] = frozenset()
@@ -87,6 +126,11 @@ class Metrics:
         self._child(self.upstream_requests, deployment, outcome).inc()  # type: ignore[attr-defined]
         if seconds is not None:
             self._child(self.upstream_seconds, deployment).observe(seconds)  # type: ignore[attr-defined]
+
+    def breaker_changed(self, deployment: str, old: str, new: str) -> None:
+        self.breaker_transitions.labels(deployment, new).inc()
+        value = {"closed": 0.0, "half-open": 0.5, "open": 1.0}.get(new, 0.0)
+        self.breaker_open.labels(deployment).set(value)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

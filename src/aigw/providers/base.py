@@ -47,6 +47,7 @@ class Provider(ABC):
         self.timeouts = Timeouts(t.connect_s, t.first_byte_s, t.total_s)
         key = settings.api_key.get_secret_value() if settings.api_key else ""
         self.headers = header_lines({**self.auth_headers(key), **settings.headers})
+        self.load_header = settings.load_header.lower().encode()
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"content-type": "application/json"}
