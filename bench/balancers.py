@@ -1,22 +1,25 @@
 """What one balancer pick costs: ns per pick for every strategy, 3 and 8 candidates.
 
-    python bench/balancers.py [--picks 200000]
+    python bench/balancers.py [--picks 200000] [--json]
 
 Candidates are fakes whose latency is a real ``PeakEwma`` read, as a deployment's is;
 their in-flight counts differ, so least-inflight and p2c have work to do. The
 consistent-hash rows hash a different key each pick (1,024 keys, cycled). The last rows
-are the estimators alone. Standard library only; prints a Markdown table.
+are the estimators alone. Standard library only; prints a Markdown table, or with
+``--json`` the same figures as one JSON object (what ``bench/run.py`` reads).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aigw.routing.balancers import STRATEGIES, make_balancer
 from aigw.routing.ewma import DecayingRate, PeakEwma
@@ -81,19 +84,36 @@ def estimator_rows(calls: int) -> list[tuple[str, float]]:
     ]
 
 
+def measure(picks: int) -> dict[str, object]:
+    """Every figure, in ns: per strategy and candidate count, then per estimator call."""
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "picks": picks,
+        "sizes": list(SIZES),
+        "pick_ns": {s: {str(n): time_picks(s, n, picks) for n in SIZES} for s in STRATEGIES},
+        "estimator_ns": dict(estimator_rows(picks)),
+    }
+
+
+def markdown(data: dict[str, Any]) -> str:
+    lines = [f"Python {data['python']} on {data['machine']}, {data['picks']:,} picks", ""]
+    lines.append("| strategy | " + " | ".join(f"{n} candidates (ns/pick)" for n in SIZES) + " |")
+    lines.append("|---|" + "---:|" * len(SIZES))
+    for strategy, cells in data["pick_ns"].items():
+        lines.append(f"| {strategy} | " + " | ".join(f"{ns:,.0f}" for ns in cells.values()) + " |")
+    lines += ["", "| estimator | ns/call |", "|---|---:|"]
+    lines += [f"| {name} | {ns:,.0f} |" for name, ns in data["estimator_ns"].items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picks", type=int, default=200_000)
+    parser.add_argument("--json", action="store_true", help="print JSON, not Markdown")
     args = parser.parse_args()
-    print(f"Python {platform.python_version()} on {platform.machine()}, {args.picks:,} picks\n")
-    print("| strategy | " + " | ".join(f"{n} candidates (ns/pick)" for n in SIZES) + " |")
-    print("|---|" + "---:|" * len(SIZES))
-    for strategy in STRATEGIES:
-        cells = [f"{time_picks(strategy, n, args.picks):,.0f}" for n in SIZES]
-        print(f"| {strategy} | " + " | ".join(cells) + " |")
-    print("\n| estimator | ns/call |\n|---|---:|")
-    for name, ns in estimator_rows(args.picks):
-        print(f"| {name} | {ns:,.0f} |")
+    data = measure(args.picks)
+    print(json.dumps(data, indent=2) if args.json else markdown(data))
     sys.stdout.flush()
 
 

@@ -57,6 +57,11 @@ class Plan:
     ttfb_warmup: int
     fanout_streams: int
     startup_runs: int
+    failover_rounds: int
+    failover_round_s: float
+    hedge_rounds: int
+    hedge_round_s: float
+    balancer_picks: int
 
     @property
     def hop_s(self) -> float:
@@ -66,12 +71,20 @@ class Plan:
     def slow_s(self) -> float:
         return self.slow_rounds * self.slow_round_s
 
+    @property
+    def failover_s(self) -> float:
+        return self.failover_rounds * self.failover_round_s
 
-FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5)
-QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3)
+    @property
+    def hedge_s(self) -> float:
+        return self.hedge_rounds * self.hedge_round_s
 
 
-def _url(port: int) -> str:
+FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5, 5, 3, 3, 4, 200_000)
+QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3, 1, 2, 1, 3, 20_000)
+
+
+def chat_url(port: int) -> str:
     return f"http://127.0.0.1:{port}{CHAT_PATH}"
 
 
@@ -84,7 +97,7 @@ class Target:
     meter_pid: int = 0
 
 
-def _interleaved(
+def interleaved(
     targets: list[Target], connections: int, rounds: int, round_s: float, threads: int = 1
 ) -> list[tuple[WrkResult, float]]:
     """Run wrk on each target in turn, `rounds` times; return per target the merged
@@ -130,7 +143,7 @@ class HopRow:
 
 
 def measure_hops(nginx: Nginx, gateway: Child | None, plan: Plan) -> list[HopRow]:
-    warm = [_url(nginx.proxy_port)] + ([_url(gateway.port)] if gateway else [])
+    warm = [chat_url(nginx.proxy_port)] + ([chat_url(gateway.port)] if gateway else [])
     for url in warm:
         run_wrk(url, connections=16, duration_s=plan.warmup_s, model=MODEL_NGINX)
     return [_hop_row(nginx, gateway, c, plan) for c in HOP_CONCURRENCY]
@@ -138,12 +151,12 @@ def measure_hops(nginx: Nginx, gateway: Child | None, plan: Plan) -> list[HopRow
 
 def _hop_row(nginx: Nginx, gateway: Child | None, connections: int, plan: Plan) -> HopRow:
     targets = [
-        Target(_url(nginx.upstream_port), UPSTREAM_MODEL, nginx.child.pid),
-        Target(_url(nginx.proxy_port), UPSTREAM_MODEL, nginx.child.pid),
+        Target(chat_url(nginx.upstream_port), UPSTREAM_MODEL, nginx.child.pid),
+        Target(chat_url(nginx.proxy_port), UPSTREAM_MODEL, nginx.child.pid),
     ]
     if gateway is not None:
-        targets.append(Target(_url(gateway.port), MODEL_NGINX, gateway.pid))
-    measured = _interleaved(targets, connections, plan.hop_rounds, plan.hop_round_s)
+        targets.append(Target(chat_url(gateway.port), MODEL_NGINX, gateway.pid))
+    measured = interleaved(targets, connections, plan.hop_rounds, plan.hop_round_s)
     (direct, direct_cpu), (proxied, proxied_cpu) = measured[:2]
     aigw, aigw_cpu = measured[2] if gateway is not None else (None, None)
     return HopRow(
@@ -180,11 +193,11 @@ class SlowRun:
 
 
 def measure_slow(sim: Child, spec: SimulatorSpec, gateway: Child | None, plan: Plan) -> SlowRun:
-    targets = [Target(_url(sim.port), UPSTREAM_MODEL, sim.pid)]
+    targets = [Target(chat_url(sim.port), UPSTREAM_MODEL, sim.pid)]
     if gateway is not None:
-        targets.append(Target(_url(gateway.port), MODEL_SLOW, gateway.pid))
+        targets.append(Target(chat_url(gateway.port), MODEL_SLOW, gateway.pid))
     c = plan.slow_connections
-    measured = _interleaved(targets, c, plan.slow_rounds, plan.slow_round_s, threads=2)
+    measured = interleaved(targets, c, plan.slow_rounds, plan.slow_round_s, threads=2)
     (direct, sim_cpu) = measured[0]
     aigw, aigw_cpu = measured[1] if gateway is not None else (None, None)
     return SlowRun(c, spec.latency_ms, direct, aigw, sim_cpu, aigw_cpu)

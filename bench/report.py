@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from failover import DEAD_ID, BalancerRun, FailoverRun, HedgeArm, HedgeRun
 from loadgen import WrkResult
 from measure import FanoutRun, HopRow, Memory, Plan, SlowRun, StartupRun, TtfbRun
 from streams import FanoutSummary, TtfbSummary
@@ -20,6 +21,7 @@ SLOW_RPS_RATIO = 0.90
 ADDED_TTFB_MS = 1.0
 RSS_IDLE_MIB = 80.0
 STARTUP_S = 1.0
+BALANCER_PICK_US = 10.0
 
 TTFB_HEADER = ["target", "requests", "errors", "TTFB p50 ms", "TTFB p99 ms"]
 TTFB_HEADER += ["total p50 ms", "total p99 ms"]
@@ -43,6 +45,9 @@ class Results:
     ttfb: TtfbRun | None = None
     fanout: FanoutRun | None = None
     startup: StartupRun | None = None
+    failover: FailoverRun | None = None
+    hedging: HedgeRun | None = None
+    balancers: BalancerRun | None = None
     rss_idle: Memory | None = None
     rss_after: Memory | None = None
     rss_peak: Memory | None = None  # VmHWM
@@ -166,6 +171,23 @@ def _process_verdicts(results: Results) -> list[Verdict]:
     ]
 
 
+def _failover_verdicts(results: Results) -> list[Verdict]:
+    dead_target = "1 dead of 3: 0 client errors"
+    pick_target = f"balancer pick ≤ {BALANCER_PICK_US:g} µs (slowest strategy)"
+    run, balancers = results.failover, results.balancers
+    if run is None:
+        dead = Verdict(dead_target, "not measured", None)
+    else:
+        result = run.one_dead
+        measured = f"errors: {_errors_text(result)} of {result.requests:,} requests"
+        dead = Verdict(dead_target, measured, result.errors == 0)
+    if balancers is None:
+        return [dead, Verdict(pick_target, "not measured", None)]
+    strategy, n, ns = balancers.worst
+    measured = f"{ns / 1e3:.2f} µs ({strategy}, {n} candidates)"
+    return [dead, Verdict(pick_target, measured, ns / 1e3 <= BALANCER_PICK_US)]
+
+
 def verdicts(results: Results) -> list[Verdict]:
     return [
         *_latency_verdicts(results),
@@ -173,6 +195,7 @@ def verdicts(results: Results) -> list[Verdict]:
         *_slow_verdicts(results),
         *_streaming_verdicts(results),
         *_process_verdicts(results),
+        *_failover_verdicts(results),
     ]
 
 
@@ -418,6 +441,139 @@ def _memory_text(memory: Memory | None) -> str:
     )
 
 
+def _failover_table(run: FailoverRun) -> list[str]:
+    rows = []
+    for model, what, result, cpu in (
+        ("bench-3way", "3 x nginx", run.three_way, run.three_way_cpu_us),
+        ("bench-1dead", "2 x nginx + 1 refused port", run.one_dead, run.one_dead_cpu_us),
+    ):
+        rows.append(
+            [
+                model,
+                what,
+                f"{result.rps:,.0f}",
+                f"{result.p50_us:.0f}",
+                f"{result.p99_us:.0f}",
+                f"{cpu:.0f}",
+                _core_share(cpu, result),
+                _errors_text(result),
+            ]
+        )
+    header = ["model", "deployments (p2c-ewma)", "RPS", "p50 µs", "p99 µs", "CPU µs/req"]
+    return _table([*header, "% of a core", "errors"], rows)
+
+
+def _routing_lines(run: FailoverRun, workers: int) -> list[str]:
+    if not run.deployments:
+        return [f"`GET /admin/routing` could not be read: `{run.admin_error[:300]}`", ""]
+    rows = [
+        [
+            f"`{d.id}`" + (" (dead)" if d.id == DEAD_ID else ""),
+            d.breaker,
+            f"{d.requests:,}",
+            f"{d.failures:,}",
+            "yes" if d.ejected else "no",
+        ]
+        for d in run.deployments
+    ]
+    attempts = run.attempts_per_request
+    one_worker = " (one worker's view)" if workers > 1 else ""
+    return [
+        f"bench-1dead after its runs, from `GET /admin/routing`{one_worker}:",
+        "",
+        *_table(["deployment", "breaker", "requests", "failures", "ejected"], rows),
+        f"Upstream attempts per client request: {_num(attempts, '.4f')} (every failed"
+        " attempt on the dead deployment was retried on a live one).",
+        "",
+    ]
+
+
+def _dead_part(results: Results) -> list[str]:
+    run = results.failover
+    if run is None:
+        return []
+    p50, p99 = run.added_us
+    ratio = run.one_dead.rps / run.three_way.rps if run.three_way.rps else 0.0
+    return [
+        f"### One dead deployment of three: wrk -t1 -c{run.connections},"
+        f" {_rounds(run.rounds, results.plan.failover_round_s)}",
+        "",
+        "Both models through the same gateway to the instant upstream; bench-1dead starts"
+        " with every breaker closed, so its first round includes finding out that one"
+        " deployment refuses connections.",
+        "",
+        *_failover_table(run),
+        f"1 dead vs 3-way: added p50 **{p50:.0f} µs**, p99 **{p99:.0f} µs**, CPU"
+        f" **{run.added_cpu_us:+.1f} µs/req**; RPS {ratio:.1%} of 3-way.",
+        "",
+        *_routing_lines(run, results.workers),
+    ]
+
+
+def _hedge_row(arm: HedgeArm, label: str) -> list[str]:
+    r = arm.result
+    return [
+        label,
+        f"{r.rps:,.0f}",
+        f"{r.p50_us / 1e3:.1f}",
+        f"{r.p99_us / 1e3:.1f}",
+        f"{arm.attempts_per_request:.3f}",
+        _num(arm.requests_to("fast"), ",d") + " / " + _num(arm.requests_to("slow"), ",d"),
+        f"{arm.cpu_us:.0f}",
+        _errors_text(r),
+    ]
+
+
+def _hedge_part(results: Results) -> list[str]:
+    run = results.hedging
+    if run is None:
+        return []
+    header = ["model", "RPS", "p50 ms", "p99 ms", "upstream attempts / request"]
+    header += ["attempts fast / slow", "CPU µs/req", "errors"]
+    rows = [
+        _hedge_row(run.off, run.off.model),
+        _hedge_row(run.on, f"{run.on.model} (after {run.delay_s * 1e3:g} ms)"),
+    ]
+    note = [f"`GET /admin/routing` could not be read: `{run.admin_error[:300]}`", ""]
+    return [
+        f"### Hedging: deployments at {run.fast_ms} ms and {run.slow_ms} ms, round-robin;"
+        f" wrk -t1 -c{run.connections}, {_rounds(run.rounds, results.plan.hedge_round_s)}",
+        "",
+        *_table(header, rows),
+        f"p99 without hedging **{run.off.result.p99_us / 1e3:.1f} ms**, with hedging"
+        f" **{run.on.result.p99_us / 1e3:.1f} ms** (no target). Upstream attempts = the"
+        " simulator's `requests_total` delta / requests sent (completed + one cut off per"
+        " connection when wrk stops); attempts per deployment from `GET /admin/routing`.",
+        "",
+        *(note if run.admin_error else []),
+    ]
+
+
+def _balancer_part(results: Results) -> list[str]:
+    run = results.balancers
+    if run is None:
+        return []
+    sizes = list(next(iter(run.pick_ns.values()), {}))
+    rows = [[strategy, *(f"{row[n]:,.0f}" for n in sizes)] for strategy, row in run.pick_ns.items()]
+    rows += [
+        [name, f"{ns:,.0f}", *[""] * (len(sizes) - 1)] for name, ns in run.estimator_ns.items()
+    ]
+    header = ["strategy / estimator", *(f"{n} candidates, ns/pick" for n in sizes)]
+    return [
+        f"### Balancer pick cost: `bench/balancers.py`, {run.picks:,} picks per cell,"
+        f" Python {run.python}",
+        "",
+        *_table(header, rows),
+        "The estimator rows are ns per call (`PeakEwma`: latency, `DecayingRate`: error rate).",
+        "",
+    ]
+
+
+def _failover_section(results: Results) -> list[str]:
+    parts = _dead_part(results) + _hedge_part(results) + _balancer_part(results)
+    return ["## 6. Routing and resilience", "", *parts] if parts else []
+
+
 def _problems_section(results: Results) -> list[str]:
     lines = []
     if results.errors:
@@ -444,6 +600,7 @@ def render_markdown(results: Results) -> str:
         _slow_section,
         _streaming_section,
         _process_section,
+        _failover_section,
         _problems_section,
         _machine_section,
     ]
@@ -473,5 +630,28 @@ def to_json(results: Results) -> str:
         if results.ttfb
         else None,
         "startup_median_s": results.startup.median_start_s if results.startup else None,
+        **_failover_derived(results),
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _failover_derived(results: Results) -> dict[str, object]:
+    run, hedge, balancers = results.failover, results.hedging, results.balancers
+    return {
+        "failover": {
+            "added_us": run.added_us,
+            "added_cpu_us": run.added_cpu_us,
+            "attempts_per_request": run.attempts_per_request,
+        }
+        if run
+        else None,
+        "hedging": {
+            "p99_ms_off": hedge.off.result.p99_us / 1e3,
+            "p99_ms_on": hedge.on.result.p99_us / 1e3,
+            "attempts_per_request_off": hedge.off.attempts_per_request,
+            "attempts_per_request_on": hedge.on.attempts_per_request,
+        }
+        if hedge
+        else None,
+        "balancer_worst_ns": balancers.worst if balancers else None,
+    }

@@ -1,7 +1,7 @@
 """Benchmark aigw against direct calls, in one go, and print a Markdown report.
 
     python bench/run.py [--quick] [--out bench/out] [--workers N] [--no-access-log]
-                        [--sections hops,slow,ttfb,fanout,startup]
+                        [--sections hops,slow,ttfb,fanout,startup,failover]
 
 Writes OUT/report.md and OUT/results.json (see bench/README.md for what each number
 means). Only 127.0.0.1 is ever targeted; every child process is stopped on exit.
@@ -24,6 +24,17 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+from failover import (
+    ADMIN_KEY,
+    FAILOVER_CONNECTIONS,
+    HEDGE_CONNECTIONS,
+    HEDGE_SIM,
+    DeadPort,
+    failover_models,
+    measure_balancers,
+    measure_failover,
+    measure_hedging,
+)
 from machine import BackgroundMeter, machine_info
 from measure import (
     FULL,
@@ -52,7 +63,7 @@ from stack import (
     write_gateway_config,
 )
 
-SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup")
+SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover")
 SLOW_SIM = SimulatorSpec("slow", latency_ms=50, tokens_per_s=0, completion_tokens=16)
 TTFB_SIM = SimulatorSpec("ttfb", latency_ms=0, tokens_per_s=50, completion_tokens=4)
 FANOUT_SIM = SimulatorSpec("fanout", latency_ms=0, tokens_per_s=20, completion_tokens=16)
@@ -79,9 +90,13 @@ def _guard(results: Results, name: str, step: Callable[[], T]) -> T | None:
 class Stack:
     """The upstreams and the gateway of one run, started in `group`."""
 
-    def __init__(self, group: ProcessGroup, results: Results) -> None:
+    def __init__(
+        self, group: ProcessGroup, results: Results, sections: set[str], dead: DeadPort
+    ) -> None:
         self.group = group
         self.results = results
+        self.sections = sections
+        self.dead = dead
         self.nginx: Nginx | None = None
         self.sims: dict[str, Child] = {}
         self.gateway: Child | None = None
@@ -90,7 +105,10 @@ class Stack:
     def start_upstreams(self) -> None:
         say("starting nginx and the simulators")
         self.nginx = _guard(self.results, "nginx", lambda: start_nginx(self.group))
-        for spec in (SLOW_SIM, TTFB_SIM, FANOUT_SIM):
+        specs = [SLOW_SIM, TTFB_SIM, FANOUT_SIM]
+        if "failover" in self.sections:
+            specs.append(HEDGE_SIM)
+        for spec in specs:
             child = _guard(
                 self.results,
                 f"simulator {spec.name}",
@@ -98,19 +116,22 @@ class Stack:
             )
             if child is not None:
                 self.sims[spec.name] = child
-        write_gateway_config(self.config, self._upstream_ports(), self.results.access_log)
+        ports = self._upstream_ports()
+        extra = failover_models(ports[MODEL_NGINX], self.dead.port, self._port(HEDGE_SIM.name))
+        write_gateway_config(self.config, ports, self.results.access_log, extra, ADMIN_KEY)
 
-    def _upstream_ports(self) -> dict[str, int]:
+    def _port(self, name: str) -> int:
         # An upstream that did not start gets a dead port: aigw still starts, and the
         # sections that need that upstream are skipped.
-        def port(child: Child | None) -> int:
-            return child.port if child is not None else free_port()
+        child = self.nginx.child if name == "nginx" and self.nginx else self.sims.get(name)
+        return child.port if child is not None else free_port()
 
+    def _upstream_ports(self) -> dict[str, int]:
         return {
-            MODEL_NGINX: port(self.nginx.child if self.nginx else None),
-            MODEL_SLOW: port(self.sims.get("slow")),
-            MODEL_TTFB: port(self.sims.get("ttfb")),
-            MODEL_FANOUT: port(self.sims.get("fanout")),
+            MODEL_NGINX: self._port("nginx"),
+            MODEL_SLOW: self._port("slow"),
+            MODEL_TTFB: self._port("ttfb"),
+            MODEL_FANOUT: self._port("fanout"),
         }
 
     def start_gateway(self) -> None:
@@ -151,9 +172,26 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
         results.fanout = _guard(
             results, "fanout", partial(measure_fanout, sim, FANOUT_SIM, gw, plan)
         )
+    if "failover" in sections:
+        run_failover(stack, plan)
     if gw is not None:
         results.rss_after = read_memory(gw)
         results.rss_peak = read_memory(gw, "VmHWM")
+
+
+def run_failover(stack: Stack, plan: Plan) -> None:
+    results, gw = stack.results, stack.gateway
+    if gw is not None and (nginx := stack.nginx):
+        c = FAILOVER_CONNECTIONS
+        say(f"failover: 3-way vs 1 dead of 3 at c={c}, {plan.failover_s:g} s per model")
+        results.failover = _guard(results, "failover", partial(measure_failover, nginx, gw, plan))
+    if gw is not None and (sim := stack.sims.get(HEDGE_SIM.name)):
+        say(f"hedging: fast and slow deployment at c={HEDGE_CONNECTIONS}, {plan.hedge_s:g} s each")
+        results.hedging = _guard(results, "hedging", partial(measure_hedging, sim, gw, plan))
+    say(f"balancer pick cost, {plan.balancer_picks:,} picks per cell")
+    results.balancers = _guard(
+        results, "balancers", partial(measure_balancers, plan.balancer_picks)
+    )
 
 
 def _keep_gateway_logs(gateway: Child | None, out: Path) -> None:
@@ -176,13 +214,15 @@ def run(args: argparse.Namespace) -> Results:
     )
     started = time.monotonic()
     background = BackgroundMeter()
+    sections = set(args.sections)
     with (
+        DeadPort() as dead,  # closed last, once the gateway that calls it has stopped
         tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp,
         ProcessGroup(Path(tmp)) as group,
     ):
-        stack = Stack(group, results)
+        stack = Stack(group, results, sections, dead)
         stack.start_upstreams()
-        run_sections(stack, plan, set(args.sections))
+        run_sections(stack, plan, sections)
         if stack.gateway is not None:
             count, samples = gateway_log_problems(stack.gateway)
             results.gateway_problem_lines, results.gateway_problem_samples = count, samples

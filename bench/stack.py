@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from procs import (
     Child,
@@ -113,9 +115,15 @@ def start_simulator(group: ProcessGroup, spec: SimulatorSpec) -> Child:
 # --- aigw -----------------------------------------------------------------------------
 
 
-def gateway_config(upstream_ports: dict[str, int], access_log: bool) -> dict[str, object]:
-    """One model per upstream; all speak OpenAI, so aigw takes its fast path."""
-    return {
+def gateway_config(
+    upstream_ports: dict[str, int],
+    access_log: bool,
+    extra_models: Sequence[dict[str, Any]] = (),
+    admin_key: str = "",
+) -> dict[str, object]:
+    """One model per upstream; all speak OpenAI, so aigw takes its fast path. Then any
+    `extra_models` as given; `admin_key` turns the admin API on."""
+    config: dict[str, object] = {
         "server": {"access_log": access_log},
         "models": [
             {
@@ -129,13 +137,24 @@ def gateway_config(upstream_ports: dict[str, int], access_log: bool) -> dict[str
                 ],
             }
             for name, port in upstream_ports.items()
-        ],
+        ]
+        + list(extra_models),
     }
+    if admin_key:
+        config["admin"] = {"key": admin_key}
+    return config
 
 
-def write_gateway_config(path: Path, upstream_ports: dict[str, int], access_log: bool) -> Path:
+def write_gateway_config(
+    path: Path,
+    upstream_ports: dict[str, int],
+    access_log: bool,
+    extra_models: Sequence[dict[str, Any]] = (),
+    admin_key: str = "",
+) -> Path:
     # JSON is valid YAML, and needs nothing outside the stdlib.
-    path.write_text(json.dumps(gateway_config(upstream_ports, access_log), indent=2) + "\n")
+    config = gateway_config(upstream_ports, access_log, extra_models, admin_key)
+    path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
 

@@ -79,7 +79,8 @@ class IdempotencyStage:
             await self._release(key, done)
             raise
         if isinstance(result, StreamResponse):
-            result.chunks = self._store_at_end(key, digest, result, done)
+            upstream = result.chunks
+            result.chunks = self._store_at_end(key, digest, upstream, result.content_type, done)
         elif result.status < 300 and len(result.body) <= self.settings.max_response_bytes:
             await self._store(key, digest, result.body, result.content_type, False, done)
         else:
@@ -87,21 +88,25 @@ class IdempotencyStage:
         return result
 
     async def _store_at_end(
-        self, key: str, digest: str, result: StreamResponse, done: asyncio.Event
-    ) -> AsyncIterator[bytes]:
+        self, key: str, digest: str, chunks: AsyncIterator[bytes], content_type: bytes,
+        done: asyncio.Event,
+    ) -> AsyncIterator[bytes]:  # fmt: skip
         parts: list[bytes] = []
         size = 0
         complete = False
         try:
-            async for chunk in result.chunks:
+            async for chunk in chunks:
                 size += len(chunk)
                 parts.append(chunk)
                 yield chunk
             complete = True
         finally:
+            closer = getattr(chunks, "aclose", None)
+            if closer is not None:  # a client that left cancels the upstream now, not at GC
+                await closer()
             body = b"".join(parts)
             if complete and size <= self.settings.max_response_bytes and not _failed(body):
-                await self._store(key, digest, body, result.content_type, True, done)
+                await self._store(key, digest, body, content_type, True, done)
             else:
                 await self._release(key, done)
 

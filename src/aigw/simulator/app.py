@@ -133,7 +133,7 @@ class Simulator:
     ) -> Answer | None:
         """Act out ``fault``; an answer to send, or None to go on (a ``drop`` stream)."""
         if fault.kind == "status":
-            return _error(in_anthropic, fault.arg, f"simulated fault {fault}", request)
+            return _error(in_anthropic, fault.arg, f"simulated fault {fault}", request, fault.code)
         if fault.kind == "drop" and body.get("stream") is True:
             return None
         if fault.kind == "timeout":
@@ -221,12 +221,18 @@ def _echo(request: Request) -> list[tuple[bytes, bytes]]:
     return [(b"x-request-id", rid)] if rid is not None else []
 
 
-def _error(in_anthropic: bool, status: int, message: str, request: Request) -> Response:
-    render = anthropic.error_body if in_anthropic else openai.error_body
+def _error(
+    in_anthropic: bool, status: int, message: str, request: Request, code: str = ""
+) -> Response:
+    body = (
+        anthropic.error_body(status, message)
+        if in_anthropic
+        else (openai.error_body(status, message, code))
+    )
     headers = _echo(request)
     if status in (429, 503):
         headers.append(_RETRY_AFTER)
-    return Response(render(status, message), status, headers=headers)
+    return Response(body, status, headers=headers)
 
 
 def _openai_error(status: int, message: str, request: Request) -> Response:

@@ -4,7 +4,9 @@ Pure: no I/O, no clock; the caller injects the ``random.Random`` so runs replay 
 seed. Spec grammar (CLI ``--fault``, ``/sim/config`` ``fault``, header ``x-sim-fault``):
 
     none          answer normally
-    status:CODE   answer with HTTP CODE (400..599) and an error body in the dialect
+    status:CODE   answer with HTTP CODE (400..599) and an error body in the dialect;
+                  status:CODE:ERRCODE also sets the error's ``code`` (OpenAI dialect),
+                  e.g. status:400:context_length_exceeded
     timeout       accept the request and never answer
     reset         drop the TCP connection without a single response byte
     drop:N        stream N content chunks, then close mid-stream (no terminator);
@@ -24,8 +26,11 @@ FaultKind = Literal["none", "status", "timeout", "reset", "drop"]
 class Fault:
     kind: FaultKind = "none"
     arg: int = 0  # the status for ``status``, the chunk count for ``drop``
+    code: str = ""  # the error code for ``status``, when given
 
     def __str__(self) -> str:
+        if self.kind == "status" and self.code:
+            return f"status:{self.arg}:{self.code}"
         if self.kind in ("status", "drop"):
             return f"{self.kind}:{self.arg}"
         return self.kind
@@ -45,10 +50,11 @@ def parse_fault(spec: str) -> Fault:
         return Fault("reset")
     kind, sep, arg = text.partition(":")
     if sep and kind == "status":
-        code = _parse_int(arg, spec)
+        number, _, error_code = arg.partition(":")
+        code = _parse_int(number, spec)
         if not 400 <= code <= 599:
             raise ValueError(f"fault {spec!r}: status must be 400..599")
-        return Fault("status", code)
+        return Fault("status", code, error_code)
     if sep and kind == "drop":
         chunks = _parse_int(arg, spec)
         if chunks < 0:

@@ -217,7 +217,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 _ERROR_TYPES |= {404: "not_found_error", 429: "rate_limit_error"}
 
 
-def error_body(status: int, message: str) -> bytes:
+def error_body(status: int, message: str, code: str = "") -> bytes:
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    code = "rate_limit_exceeded" if status == 429 else f"sim_{status}"
+    code = code or ("rate_limit_exceeded" if status == 429 else f"sim_{status}")
     return dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
