@@ -263,6 +263,14 @@ class HedgeArm:
         wanted = f"{self.model}-{suffix}"
         return next((d.requests for d in self.deployments if d.id == wanted), None)
 
+    @property
+    def slow_first_share(self) -> float | None:
+        """Share of requests whose first attempt went to the slow deployment. A hedge
+        never goes there (the fast one answers before the hedge delay), so every attempt
+        it received was a first one."""
+        slow = self.requests_to("slow")
+        return None if slow is None else slow / max(1, self.client_requests)
+
 
 @dataclass(frozen=True)
 class HedgeRun:

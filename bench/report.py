@@ -519,6 +519,7 @@ def _hedge_row(arm: HedgeArm, label: str) -> list[str]:
         f"{r.p99_us / 1e3:.1f}",
         f"{arm.attempts_per_request:.3f}",
         _num(arm.requests_to("fast"), ",d") + " / " + _num(arm.requests_to("slow"), ",d"),
+        "—" if (share := arm.slow_first_share) is None else f"{share:.0%}",
         f"{arm.cpu_us:.0f}",
         _errors_text(r),
     ]
@@ -529,7 +530,7 @@ def _hedge_part(results: Results) -> list[str]:
     if run is None:
         return []
     header = ["model", "RPS", "p50 ms", "p99 ms", "upstream attempts / request"]
-    header += ["attempts fast / slow", "CPU µs/req", "errors"]
+    header += ["attempts fast / slow", "first attempt on slow", "CPU µs/req", "errors"]
     rows = [
         _hedge_row(run.off, run.off.model),
         _hedge_row(run.on, f"{run.on.model} (after {run.delay_s * 1e3:g} ms)"),
@@ -543,7 +544,9 @@ def _hedge_part(results: Results) -> list[str]:
         f"p99 without hedging **{run.off.result.p99_us / 1e3:.1f} ms**, with hedging"
         f" **{run.on.result.p99_us / 1e3:.1f} ms** (no target). Upstream attempts = the"
         " simulator's `requests_total` delta / requests sent (completed + one cut off per"
-        " connection when wrk stops); attempts per deployment from `GET /admin/routing`.",
+        " connection when wrk stops); attempts per deployment from `GET /admin/routing`;"
+        " *first attempt on slow* = the slow deployment's attempts / requests sent (50%"
+        " is a fair rotation).",
         "",
         *(note if run.admin_error else []),
     ]
@@ -650,6 +653,8 @@ def _failover_derived(results: Results) -> dict[str, object]:
             "p99_ms_on": hedge.on.result.p99_us / 1e3,
             "attempts_per_request_off": hedge.off.attempts_per_request,
             "attempts_per_request_on": hedge.on.attempts_per_request,
+            "slow_first_share_off": hedge.off.slow_first_share,
+            "slow_first_share_on": hedge.on.slow_first_share,
         }
         if hedge
         else None,

@@ -22,7 +22,7 @@ from aigw.routing.group import ModelGroup, Router
 from aigw.routing.health_check import HealthChecks
 from aigw.routing.state import DeploymentState
 from aigw.routing.view import snapshot
-from aigw.settings import Settings
+from aigw.settings import DeploymentSettings, ModelSettings, Settings
 from aigw.state.base import StateBackend
 from aigw.types import GatewayRequest, Next, Result, Stage
 from aigw.upstream.client import UpstreamClient
@@ -72,17 +72,14 @@ def build_runtime(
     state: StateBackend,
     log: JsonLog,
     rng: random.Random | None = None,
+    previous: GatewayRuntime | None = None,
 ) -> GatewayRuntime:
     rng = rng or random.Random()
+    kept = _reusable_states(previous)
     groups = [
-        ModelGroup(
-            m,
-            [DeploymentState(make_provider(d), m, on_breaker_change=metrics.breaker_changed)
-             for d in m.deployments],
-            rng,
-        )
+        ModelGroup(m, [_deployment_state(m, d, kept, metrics) for d in m.deployments], rng)
         for m in settings.models
-    ]  # fmt: skip
+    ]
     router = Router(groups)
     stages: list[Stage] = []  # authenticate, admit, cache … join here, in this order
     if settings.idempotency.enabled:
@@ -100,3 +97,34 @@ def build_runtime(
         health=HealthChecks(groups, client, metrics, log),
         admin_key=admin.get_secret_value().encode() if (admin := settings.admin.key) else b"",
     )
+
+
+def _reusable_states(
+    previous: GatewayRuntime | None,
+) -> dict[str, tuple[DeploymentState, ModelSettings]]:
+    """A reload keeps what routing learned about deployments whose settings did not change."""
+    if previous is None:
+        return {}
+    return {
+        d.id: (d, _policy(g.settings))
+        for g in previous.router.groups.values()
+        for d in g.deployments
+    }
+
+
+def _policy(model: ModelSettings) -> ModelSettings:
+    return model.model_copy(update={"deployments": []})
+
+
+def _deployment_state(
+    model: ModelSettings,
+    settings: DeploymentSettings,
+    kept: dict[str, tuple[DeploymentState, ModelSettings]],
+    metrics: Metrics,
+) -> DeploymentState:
+    old = kept.get(settings.id)
+    # pydantic compares every field, secrets included, so a new key means a new state
+    if old is not None and old[0].provider.settings == settings and old[1] == _policy(model):
+        return old[0]
+    provider = make_provider(settings)
+    return DeploymentState(provider, model, on_breaker_change=metrics.breaker_changed)

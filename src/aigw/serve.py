@@ -76,7 +76,7 @@ async def serve(
         if new.state != settings.state:
             log.warning("state settings change only on restart; keeping the running backend")
         nonlocal current
-        old, current = current, build_runtime(new, client, metrics, state, log)
+        old, current = current, build_runtime(new, client, metrics, state, log, previous=current)
         current.start()
         ingress.runtime = current
         task = loop.create_task(old.close())  # in-flight requests keep the old objects
