@@ -132,6 +132,13 @@ class Simulator(Proc):
         result: dict[str, Any] = http_json(f"{self.url}/sim/stats")
         return result
 
+    def wait_cancelled_stream(self, timeout_s: float = 5.0) -> None:
+        """Wait until the simulator saw a client abandon a stream (upstream cancelled)."""
+        deadline = time.monotonic() + timeout_s
+        while self.stats()["streams_cancelled"] == 0:
+            assert time.monotonic() < deadline, "the upstream stream was not cancelled"
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[Simulator]:
