@@ -22,7 +22,7 @@ from typing import Any
 from loadgen import WrkResult, merge_rounds, run_wrk
 from measure import Plan, Target, chat_url, interleaved
 from procs import BenchError, Child, CpuMeter
-from stack import UPSTREAM_MODEL, Nginx, SimulatorSpec, python_env
+from stack import UPSTREAM_MODEL, SimulatorSpec, python_env
 
 MODEL_3WAY = "bench-3way"
 MODEL_1DEAD = "bench-1dead"
@@ -223,7 +223,7 @@ class FailoverRun:
         return attempts / max(1, sent_requests(self.one_dead, self.connections, self.rounds))
 
 
-def measure_failover(nginx: Nginx, gateway: Child, plan: Plan) -> FailoverRun:
+def measure_failover(gateway: Child, plan: Plan) -> FailoverRun:
     url = chat_url(gateway.port)
     # Warm bench-3way's connections to nginx; bench-1dead starts cold, with every
     # breaker closed, so its first round includes finding out that one deployment is dead.

@@ -180,6 +180,8 @@ def _failover_verdicts(results: Results) -> list[Verdict]:
     else:
         result = run.one_dead
         measured = f"errors: {_errors_text(result)} of {result.requests:,} requests"
+        if gone := run.dead:
+            measured += f"; dead one: breaker {gone.breaker}, {gone.requests} attempts"
         dead = Verdict(dead_target, measured, result.errors == 0)
     if balancers is None:
         return [dead, Verdict(pick_target, "not measured", None)]
@@ -476,16 +478,22 @@ def _routing_lines(run: FailoverRun, workers: int) -> list[str]:
         ]
         for d in run.deployments
     ]
-    attempts = run.attempts_per_request
     one_worker = " (one worker's view)" if workers > 1 else ""
     return [
         f"bench-1dead after its runs, from `GET /admin/routing`{one_worker}:",
         "",
         *_table(["deployment", "breaker", "requests", "failures", "ejected"], rows),
-        f"Upstream attempts per client request: {_num(attempts, '.4f')} (every failed"
-        " attempt on the dead deployment was retried on a live one).",
+        "Upstream attempts per client request:"
+        f" {_num(_one_worker(run.attempts_per_request, workers), '.4f')} (every failed"
+        " attempt on the dead deployment was retried on a live one; — with several"
+        " workers, whose counts the admin API does not add up).",
         "",
     ]
+
+
+def _one_worker(value: float | None, workers: int) -> float | None:
+    """A ratio of admin counts to all client requests: only whole with one worker."""
+    return value if workers == 1 else None
 
 
 def _dead_part(results: Results) -> list[str]:
@@ -510,7 +518,7 @@ def _dead_part(results: Results) -> list[str]:
     ]
 
 
-def _hedge_row(arm: HedgeArm, label: str) -> list[str]:
+def _hedge_row(arm: HedgeArm, label: str, workers: int) -> list[str]:
     r = arm.result
     return [
         label,
@@ -519,7 +527,7 @@ def _hedge_row(arm: HedgeArm, label: str) -> list[str]:
         f"{r.p99_us / 1e3:.1f}",
         f"{arm.attempts_per_request:.3f}",
         _num(arm.requests_to("fast"), ",d") + " / " + _num(arm.requests_to("slow"), ",d"),
-        "—" if (share := arm.slow_first_share) is None else f"{share:.0%}",
+        _num(_one_worker(arm.slow_first_share, workers), ".0%"),
         f"{arm.cpu_us:.0f}",
         _errors_text(r),
     ]
@@ -532,10 +540,11 @@ def _hedge_part(results: Results) -> list[str]:
     header = ["model", "RPS", "p50 ms", "p99 ms", "upstream attempts / request"]
     header += ["attempts fast / slow", "first attempt on slow", "CPU µs/req", "errors"]
     rows = [
-        _hedge_row(run.off, run.off.model),
-        _hedge_row(run.on, f"{run.on.model} (after {run.delay_s * 1e3:g} ms)"),
+        _hedge_row(run.off, run.off.model, results.workers),
+        _hedge_row(run.on, f"{run.on.model} (after {run.delay_s * 1e3:g} ms)", results.workers),
     ]
     note = [f"`GET /admin/routing` could not be read: `{run.admin_error[:300]}`", ""]
+    view = " (one worker's view)" if results.workers > 1 else ""
     return [
         f"### Hedging: deployments at {run.fast_ms} ms and {run.slow_ms} ms, round-robin;"
         f" wrk -t1 -c{run.connections}, {_rounds(run.rounds, results.plan.hedge_round_s)}",
@@ -544,7 +553,8 @@ def _hedge_part(results: Results) -> list[str]:
         f"p99 without hedging **{run.off.result.p99_us / 1e3:.1f} ms**, with hedging"
         f" **{run.on.result.p99_us / 1e3:.1f} ms** (no target). Upstream attempts = the"
         " simulator's `requests_total` delta / requests sent (completed + one cut off per"
-        " connection when wrk stops); attempts per deployment from `GET /admin/routing`;"
+        " connection when wrk stops); attempts per deployment from `GET /admin/routing`"
+        f"{view};"
         " *first attempt on slow* = the slow deployment's attempts / requests sent (50%"
         " is a fair rotation).",
         "",
@@ -644,7 +654,7 @@ def _failover_derived(results: Results) -> dict[str, object]:
         "failover": {
             "added_us": run.added_us,
             "added_cpu_us": run.added_cpu_us,
-            "attempts_per_request": run.attempts_per_request,
+            "attempts_per_request": _one_worker(run.attempts_per_request, results.workers),
         }
         if run
         else None,
@@ -653,8 +663,8 @@ def _failover_derived(results: Results) -> dict[str, object]:
             "p99_ms_on": hedge.on.result.p99_us / 1e3,
             "attempts_per_request_off": hedge.off.attempts_per_request,
             "attempts_per_request_on": hedge.on.attempts_per_request,
-            "slow_first_share_off": hedge.off.slow_first_share,
-            "slow_first_share_on": hedge.on.slow_first_share,
+            "slow_first_share_off": _one_worker(hedge.off.slow_first_share, results.workers),
+            "slow_first_share_on": _one_worker(hedge.on.slow_first_share, results.workers),
         }
         if hedge
         else None,

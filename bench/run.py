@@ -181,10 +181,10 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
 
 def run_failover(stack: Stack, plan: Plan) -> None:
     results, gw = stack.results, stack.gateway
-    if gw is not None and (nginx := stack.nginx):
+    if gw is not None and stack.nginx is not None:
         c = FAILOVER_CONNECTIONS
         say(f"failover: 3-way vs 1 dead of 3 at c={c}, {plan.failover_s:g} s per model")
-        results.failover = _guard(results, "failover", partial(measure_failover, nginx, gw, plan))
+        results.failover = _guard(results, "failover", partial(measure_failover, gw, plan))
     if gw is not None and (sim := stack.sims.get(HEDGE_SIM.name)):
         say(f"hedging: fast and slow deployment at c={HEDGE_CONNECTIONS}, {plan.hedge_s:g} s each")
         results.hedging = _guard(results, "hedging", partial(measure_hedging, sim, gw, plan))

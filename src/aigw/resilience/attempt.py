@@ -20,6 +20,9 @@ from aigw.types import GatewayRequest, GatewayResponse, Result, StreamResponse
 from aigw.upstream.client import UpstreamClient, UpstreamResponse
 
 ERROR_BODY_LIMIT = 1024 * 1024
+# A failure counts as this slow for latency-aware balancers, so that a deployment which
+# only fails (and so never reports a latency) does not look like the fastest.
+FAILURE_LATENCY_S = 1.0
 
 
 class Attempter:
@@ -103,6 +106,8 @@ class Attempter:
         req.upstream_seconds = seconds
         outcome = {True: "ok", False: "failed", None: "cancelled"}[verdict]
         self.metrics.upstream_done(deployment.id, outcome, seconds)
+        if verdict is False:
+            deployment.observe_latency(max(seconds, FAILURE_LATENCY_S), self.loop.time())
         if deployment.end(verdict, self.loop.time()):
             self.metrics.ejections.labels(deployment.id).inc()
 

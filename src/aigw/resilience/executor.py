@@ -110,10 +110,11 @@ class Executor:
     def _choose(
         self, group: ModelGroup, now: float, key: str | None, tried: list[str]
     ) -> DeploymentState | None:
-        choice = group.choose(now, key, set(tried))
+        first = not tried
+        choice = group.choose(now, key, set(tried), first)
         if choice is None and tried:  # all tried: any but the one that just failed
             avoid = {tried[-1]} if len(group.deployments) > 1 else set()
-            choice = group.choose(now, key, avoid)
+            choice = group.choose(now, key, avoid, first)
         return choice
 
     async def _before_retry(
@@ -164,7 +165,7 @@ class Executor:
         try:
             done, _ = await asyncio.wait(tasks, timeout=delay)
             if not done:
-                second = group.choose(self.loop.time(), key, set(tried))
+                second = group.choose(self.loop.time(), key, set(tried), first=False)
                 if second is not None:
                     tried.append(second.id)
                     self.metrics.hedges.labels(group.name).inc()

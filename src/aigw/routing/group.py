@@ -41,14 +41,20 @@ class ModelGroup:
         return self._hash_key(req)
 
     def choose(
-        self, now: float, key: str | None, avoid: Collection[str] = ()
+        self, now: float, key: str | None, avoid: Collection[str] = (), first: bool = True
     ) -> DeploymentState | None:
+        """A deployment for an attempt; ``first=False`` for retries and hedges.
+
+        Only first attempts go through the balancer, so that a retry or a hedge does not
+        use up another deployment's turn (round-robin would otherwise keep sending first
+        attempts to a slow deployment); the others take the cheapest usable one.
+        """
         for tier in self.tiers:
             candidates = [
                 d for d in self.deployments
                 if d.priority == tier and d.id not in avoid and d.usable(now)
             ]  # fmt: skip
-            picked = self._pick(candidates, now, key)
+            picked = self._pick(candidates, now, key) if first else self._cheapest(candidates, now)
             if picked is not None:
                 return picked
         rest = [d for d in self.deployments if d.id not in avoid and d.tryable(now)]
@@ -66,6 +72,14 @@ class ModelGroup:
             if picked.admit(now):  # a half-open breaker may have no trial slot left
                 return picked
             candidates.remove(picked)
+        return None
+
+    @staticmethod
+    def _cheapest(candidates: list[DeploymentState], now: float) -> DeploymentState | None:
+        candidates.sort(key=lambda d: (d.latency(now) * (d.in_flight + 1), d.error_rate))
+        for d in candidates:
+            if d.admit(now):
+                return d
         return None
 
     def retry_after(self, now: float) -> float:
