@@ -91,8 +91,12 @@ class Executor:
                     retry_after=group.retry_after(now),
                 )
             tried.append(deployment.id)
+            delay = None if req.stream else group.hedge_delay()
             try:
-                result = await self._attempt_or_hedge(req, group, deployment, tried, key)
+                if delay is None:
+                    result = await self._attempt(req, group, deployment)
+                else:
+                    result = await self._hedged(req, group, deployment, tried, key, delay)
             except GatewayError as err:
                 last_error = err
                 if not is_retryable(err) or attempt + 1 >= group.settings.retry.attempts:
@@ -136,15 +140,6 @@ class Executor:
             raise err
         self.metrics.retries.labels(group.name, "retried").inc()
         await asyncio.sleep(delay)
-
-    async def _attempt_or_hedge(
-        self, req: GatewayRequest, group: ModelGroup, deployment: DeploymentState,
-        tried: list[str], key: str | None,
-    ) -> Result:  # fmt: skip
-        delay = None if req.stream else group.hedge_delay()
-        if delay is None:
-            return await self._attempt(req, group, deployment)
-        return await self._hedged(req, group, deployment, tried, key, delay)
 
     async def _attempt(
         self, req: GatewayRequest, group: ModelGroup, deployment: DeploymentState
