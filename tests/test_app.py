@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
 
-from aigw.app import GatewayRuntime, build_runtime
+from aigw.app import GatewayRuntime, Services, build_runtime
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.settings import parse_settings
@@ -25,12 +26,11 @@ def settings(key: str, **policy: Any) -> Any:
 
 
 async def test_reload_keeps_what_routing_learned_unless_settings_changed() -> None:
-    client, metrics, state, log = UpstreamClient(), Metrics(), MemoryState(), JsonLog()
+    client = UpstreamClient()
+    services = Services(client, Metrics(), MemoryState(), JsonLog(), None, random.Random(1))
 
     def runtime(previous: GatewayRuntime | None, key: str, **policy: Any) -> GatewayRuntime:
-        return build_runtime(
-            settings(key, **policy), client, metrics, state, log, previous=previous
-        )
+        return build_runtime(settings(key, **policy), services, previous=previous)
 
     def states(r: GatewayRuntime) -> list[Any]:
         return r.router.groups["m"].deployments

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aigw.cache.lru import ByteLRU
+from aigw.cache.stage import CacheStage
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.providers.registry import make_provider
@@ -25,6 +28,7 @@ from aigw.routing.state import DeploymentState
 from aigw.routing.view import snapshot
 from aigw.settings import DeploymentSettings, ModelSettings, Settings
 from aigw.state.base import StateBackend
+from aigw.state.factory import make_state
 from aigw.types import Next, Stage
 from aigw.upstream.client import UpstreamClient
 
@@ -35,6 +39,32 @@ def chain(stages: Sequence[Stage], last: Next) -> Next:
         # partial, not a wrapper coroutine: each stage costs one frame per request, not two
         handler = functools.partial(stage.__call__, call_next=handler)
     return handler
+
+
+@dataclass(slots=True)
+class Services:
+    """What lives as long as the process, shared by every runtime a reload builds."""
+
+    client: UpstreamClient
+    metrics: Metrics
+    state: StateBackend
+    log: JsonLog
+    l1: ByteLRU | None
+    rng: random.Random
+
+    @classmethod
+    def create(cls, settings: Settings, client: UpstreamClient, log: JsonLog) -> Services:
+        metrics = Metrics()
+        size = settings.cache.l1_max_bytes
+        l1 = ByteLRU(size, time.time) if size > 0 else None
+        if l1 is not None:
+            metrics.cache_entries.set_function(lambda: len(l1))
+            metrics.cache_bytes.set_function(lambda: l1.bytes)
+        return cls(client, metrics, make_state(settings.state), log, l1, random.Random())
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.state.close()
 
 
 @dataclass(slots=True)
@@ -61,15 +91,15 @@ class GatewayRuntime:
 
 
 def build_runtime(
-    settings: Settings,
-    client: UpstreamClient,
-    metrics: Metrics,
-    state: StateBackend,
-    log: JsonLog,
-    rng: random.Random | None = None,
-    previous: GatewayRuntime | None = None,
+    settings: Settings, services: Services, previous: GatewayRuntime | None = None
 ) -> GatewayRuntime:
-    rng = rng or random.Random()
+    client, metrics, state, log, rng = (
+        services.client,
+        services.metrics,
+        services.state,
+        services.log,
+        services.rng,
+    )
     kept = _reusable_states(previous)
     groups = [
         ModelGroup(m, [_deployment_state(m, d, kept, metrics) for d in m.deployments], rng)
@@ -79,6 +109,10 @@ def build_runtime(
     stages: list[Stage] = []  # authenticate, admit, cache … join here, in this order
     if settings.idempotency.enabled:
         stages.append(IdempotencyStage(state, settings.idempotency, metrics, log))
+    modes = {m.name: m.cache for m in settings.models if m.cache != "off"}
+    if modes:
+        l2 = state if settings.cache.l2 and settings.state.backend == "redis" else None
+        stages.append(CacheStage(settings.cache, modes, services.l1, l2, metrics, log))
     pipeline = chain(stages, Executor(router, client, metrics, rng))
     names = [m.name for m in settings.models]
     metrics.known_models = frozenset(names)

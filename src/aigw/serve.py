@@ -14,14 +14,12 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from aigw.app import build_runtime
+from aigw.app import Services, build_runtime
 from aigw.errors import ConfigError
 from aigw.http.routes import HttpIngress
 from aigw.http.server import HttpServer, ServerLimits
 from aigw.observability.logs import JsonLog
-from aigw.observability.metrics import Metrics
 from aigw.settings import ServerSettings, Settings, load_settings
-from aigw.state.factory import make_state
 from aigw.upstream.client import UpstreamClient
 
 # Runs before listening and after draining: e.g. the demo's embedded simulator.
@@ -44,10 +42,9 @@ async def serve(
     sock: socket.socket | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
-    metrics = Metrics()
-    client = UpstreamClient()
-    state = make_state(settings.state)
-    current = build_runtime(settings, client, metrics, state, log)
+    services = Services.create(settings, UpstreamClient(), log)
+    metrics = services.metrics
+    current = build_runtime(settings, services)
     current.start()
     ingress = HttpIngress(current, metrics, log)
     retired: set[asyncio.Task[None]] = set()
@@ -76,7 +73,7 @@ async def serve(
         if new.state != settings.state:
             log.warning("state settings change only on restart; keeping the running backend")
         nonlocal current
-        old, current = current, build_runtime(new, client, metrics, state, log, previous=current)
+        old, current = current, build_runtime(new, services, previous=current)
         current.start()
         ingress.runtime = current
         task = loop.create_task(old.close())  # in-flight requests keep the old objects
@@ -101,8 +98,7 @@ async def serve(
     finally:
         await current.close()
         await asyncio.gather(*retired, return_exceptions=True)
-        await client.close()
-        await state.close()
+        await services.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("stopped", pid=os.getpid())

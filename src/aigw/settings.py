@@ -143,6 +143,7 @@ class DegradedSettings(_Strict):
 
 class ModelSettings(_Strict):
     name: Annotated[str, Field(min_length=1)]
+    cache: Literal["off", "deterministic", "all"] = "off"
     strategy: Strategy = "weighted"
     hash_key: str = "user"  # consistent-hash: "user", "api-key" or "header:NAME"
     deployments: Annotated[list[DeploymentSettings], Field(min_length=1)]
@@ -191,6 +192,23 @@ class IdempotencySettings(_Strict):
     max_response_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
 
 
+class CacheSettings(_Strict):
+    ttl_s: PositiveSeconds = 3600.0
+    l1_max_bytes: Annotated[int, Field(ge=0)] = 64 * 1024 * 1024  # 0 turns L1 off
+    l2: bool = True  # use the state backend (Redis) as L2 when it is redis
+    max_entry_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
+    namespace: str = "api-key"  # "api-key", "shared" or "header:NAME"
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if value not in ("api-key", "shared") and not (
+            value.startswith("header:") and len(value) > len("header:")
+        ):
+            raise ValueError("expected 'api-key', 'shared' or 'header:NAME'")
+        return value
+
+
 class AdminSettings(_Strict):
     key: SecretStr | None = None  # Bearer key for /admin/*; unset = the admin API is off
 
@@ -199,6 +217,7 @@ class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     state: StateSettings = StateSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    cache: CacheSettings = CacheSettings()
     admin: AdminSettings = AdminSettings()
     models: Annotated[list[ModelSettings], Field(min_length=1)]
 

@@ -97,6 +97,19 @@ class Metrics:
             "aigw_degraded_responses", "Degraded placeholder answers served.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.cache_requests = Counter(
+            "aigw_cache_requests", "Cache lookups: hits by level (l1, l2), misses (all).",
+            ["level", "result"], registry=r,
+        )  # fmt: skip
+        self.cache_joins = Counter(
+            "aigw_cache_single_flight_joins", "Requests that joined an identical one in flight.",
+            registry=r,
+        )  # fmt: skip
+        self.cache_evictions = Counter(
+            "aigw_cache_evictions", "L1 entries evicted to stay within its byte bound.", registry=r
+        )
+        self.cache_entries = Gauge("aigw_cache_entries", "Entries in the L1 cache.", registry=r)
+        self.cache_bytes = Gauge("aigw_cache_bytes", "Bytes held by the L1 cache.", registry=r)
         info = Gauge("aigw_build_info", "aigw version.", ["version"], registry=r)
         info.labels(__version__).set(1)
         self.known_models: frozenset[str] = frozenset()
