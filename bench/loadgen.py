@@ -20,12 +20,13 @@ _SOCKET_ERRORS = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.MULTILINE
 )
 _NON_2XX_3XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
-_LUA_LINE = re.compile(r"^aigw-bench non2xx=(\d+) statuses=(\S*)", re.MULTILINE)
+_LUA_LINE = re.compile(r"^aigw-bench non2xx=(\d+) statuses=(\S*)(?: xcache=(\S*))?", re.MULTILINE)
 
 
 @dataclass(frozen=True)
 class WrkResult:
-    """One wrk run. Latencies in microseconds; errors = socket errors + non-2xx."""
+    """One wrk run. Latencies in microseconds; errors = socket errors + non-2xx.
+    `x_cache`: responses per value of their X-Cache header (none: the header was absent)."""
 
     requests: int
     duration_s: float
@@ -35,6 +36,7 @@ class WrkResult:
     socket_errors: dict[str, int] = field(default_factory=dict)
     non2xx: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+    x_cache: dict[str, int] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -59,7 +61,8 @@ def parse_wrk(text: str) -> WrkResult:
         p99_us=percentiles["99"],
         socket_errors=socket_errors,
         non2xx=_non2xx(text),
-        statuses=_statuses(text),
+        statuses=_counts(text, 2),
+        x_cache=_counts(text, 3),
     )
 
 
@@ -71,12 +74,13 @@ def _non2xx(text: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def _statuses(text: str) -> dict[str, int]:
+def _counts(text: str, group: int) -> dict[str, int]:
+    """post.lua's `key:count,...` list in `group` of its line (statuses, X-Cache values)."""
     match = _LUA_LINE.search(text)
-    if match is None or not match.group(2):
+    if match is None or not match.group(group):
         return {}
-    pairs = (item.split(":") for item in match.group(2).split(","))
-    return {status: int(count) for status, count in pairs}
+    pairs = (item.rsplit(":", 1) for item in match.group(group).split(","))
+    return {key: int(count) for key, count in pairs}
 
 
 def merge_rounds(rounds: list[WrkResult]) -> WrkResult:
@@ -88,11 +92,15 @@ def merge_rounds(rounds: list[WrkResult]) -> WrkResult:
     requests = sum(r.requests for r in rounds)
     socket_errors: dict[str, int] = {}
     statuses: dict[str, int] = {}
+    x_cache: dict[str, int] = {}
     for r in rounds:
-        for kind, n in r.socket_errors.items():
-            socket_errors[kind] = socket_errors.get(kind, 0) + n
-        for status, n in r.statuses.items():
-            statuses[status] = statuses.get(status, 0) + n
+        for total, counts in (
+            (socket_errors, r.socket_errors),
+            (statuses, r.statuses),
+            (x_cache, r.x_cache),
+        ):
+            for key, n in counts.items():
+                total[key] = total.get(key, 0) + n
     return WrkResult(
         requests=requests,
         duration_s=duration,
@@ -102,6 +110,7 @@ def merge_rounds(rounds: list[WrkResult]) -> WrkResult:
         socket_errors=socket_errors,
         non2xx=sum(r.non2xx for r in rounds),
         statuses=statuses,
+        x_cache=x_cache,
     )
 
 

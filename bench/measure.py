@@ -62,6 +62,9 @@ class Plan:
     hedge_rounds: int
     hedge_round_s: float
     balancer_picks: int
+    cache_rounds: int
+    cache_round_s: float
+    vector_queries: int
 
     @property
     def hop_s(self) -> float:
@@ -79,9 +82,13 @@ class Plan:
     def hedge_s(self) -> float:
         return self.hedge_rounds * self.hedge_round_s
 
+    @property
+    def cache_s(self) -> float:
+        return self.cache_rounds * self.cache_round_s
 
-FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5, 5, 3, 3, 4, 200_000)
-QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3, 1, 2, 1, 3, 20_000)
+
+FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5, 5, 3, 3, 4, 200_000, 5, 2, 200)
+QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3, 1, 2, 1, 3, 20_000, 1, 2, 50)
 
 
 def chat_url(port: int) -> str:

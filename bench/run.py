@@ -1,7 +1,7 @@
 """Benchmark aigw against direct calls, in one go, and print a Markdown report.
 
     python bench/run.py [--quick] [--out bench/out] [--workers N] [--no-access-log]
-                        [--sections hops,slow,ttfb,fanout,startup,failover]
+                        [--sections hops,slow,ttfb,fanout,startup,failover,cache]
 
 Writes OUT/report.md and OUT/results.json (see bench/README.md for what each number
 means). Only 127.0.0.1 is ever targeted; every child process is stopped on exit.
@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+from caching import CACHE_CONCURRENCY, cached_model, measure_vectors, run_cache
 from failover import (
     ADMIN_KEY,
     FAILOVER_CONNECTIONS,
@@ -57,13 +58,14 @@ from stack import (
     Nginx,
     SimulatorSpec,
     gateway_log_problems,
+    keep_gateway_logs,
     start_gateway,
     start_nginx,
     start_simulator,
     write_gateway_config,
 )
 
-SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover")
+SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover", "cache")
 SLOW_SIM = SimulatorSpec("slow", latency_ms=50, tokens_per_s=0, completion_tokens=16)
 TTFB_SIM = SimulatorSpec("ttfb", latency_ms=0, tokens_per_s=50, completion_tokens=4)
 FANOUT_SIM = SimulatorSpec("fanout", latency_ms=0, tokens_per_s=20, completion_tokens=16)
@@ -91,9 +93,15 @@ class Stack:
     """The upstreams and the gateway of one run, started in `group`."""
 
     def __init__(
-        self, group: ProcessGroup, results: Results, sections: set[str], dead: DeadPort
+        self,
+        group: ProcessGroup,
+        results: Results,
+        sections: set[str],
+        dead: DeadPort,
+        out: Path,
     ) -> None:
         self.group = group
+        self.out = out
         self.results = results
         self.sections = sections
         self.dead = dead
@@ -118,6 +126,8 @@ class Stack:
                 self.sims[spec.name] = child
         ports = self._upstream_ports()
         extra = failover_models(ports[MODEL_NGINX], self.dead.port, self._port(HEDGE_SIM.name))
+        if "cache" in self.sections:  # only then: a cache stage joins the gateway's pipeline
+            extra.append(cached_model(ports[MODEL_NGINX]))
         write_gateway_config(self.config, ports, self.results.access_log, extra, ADMIN_KEY)
 
     def _port(self, name: str) -> int:
@@ -174,6 +184,8 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
         )
     if "failover" in sections:
         run_failover(stack, plan)
+    if "cache" in sections:
+        run_cache_section(stack, plan)
     if gw is not None:
         results.rss_after = read_memory(gw)
         results.rss_peak = read_memory(gw, "VmHWM")
@@ -194,12 +206,26 @@ def run_failover(stack: Stack, plan: Plan) -> None:
     )
 
 
-def _keep_gateway_logs(gateway: Child | None, out: Path) -> None:
-    if gateway is None:
-        return
-    shutil.copyfile(gateway.stderr_path, out / "aigw.stderr")
-    lines = gateway.stdout_path.read_bytes().splitlines(keepends=True)
-    (out / "aigw.stdout.tail").write_bytes(b"".join(lines[-500:]))
+def run_cache_section(stack: Stack, plan: Plan) -> None:
+    results, gw, nginx = stack.results, stack.gateway, stack.nginx
+    if gw is not None and nginx is not None:
+        levels = ",".join(map(str, CACHE_CONCURRENCY))
+        say(f"cache: direct/proxied/L1 hit/L2 hit at c={levels}, {plan.cache_s:g} s per target")
+        results.cache = _guard(
+            results,
+            "cache",
+            lambda: run_cache(
+                stack.group,
+                nginx,
+                gw,
+                plan,
+                access_log=results.access_log,
+                workers=results.workers,
+                out=stack.out,
+            ),
+        )
+    say(f"semantic lookup cost, {plan.vector_queries} queries per size")
+    results.vectors = _guard(results, "vectors", partial(measure_vectors, plan.vector_queries))
 
 
 def run(args: argparse.Namespace) -> Results:
@@ -220,14 +246,14 @@ def run(args: argparse.Namespace) -> Results:
         tempfile.TemporaryDirectory(prefix="aigw-bench-") as tmp,
         ProcessGroup(Path(tmp)) as group,
     ):
-        stack = Stack(group, results, sections, dead)
+        stack = Stack(group, results, sections, dead, args.out)
         stack.start_upstreams()
         run_sections(stack, plan, sections)
         if stack.gateway is not None:
             count, samples = gateway_log_problems(stack.gateway)
             results.gateway_problem_lines, results.gateway_problem_samples = count, samples
             group.stop_all()  # flush the gateway's logs before keeping them
-            _keep_gateway_logs(stack.gateway, args.out)
+            keep_gateway_logs(stack.gateway, args.out)
     results.elapsed_s = time.monotonic() - started
     results.background_cpu, results.steal = background.shares()
     return results

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,11 +121,14 @@ def gateway_config(
     access_log: bool,
     extra_models: Sequence[dict[str, Any]] = (),
     admin_key: str = "",
+    sections: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
     """One model per upstream; all speak OpenAI, so aigw takes its fast path. Then any
-    `extra_models` as given; `admin_key` turns the admin API on."""
+    `extra_models` as given; `admin_key` turns the admin API on; `sections` adds
+    top-level settings (`state`, `cache`)."""
     config: dict[str, object] = {
         "server": {"access_log": access_log},
+        **(sections or {}),
         "models": [
             {
                 "name": name,
@@ -151,9 +155,10 @@ def write_gateway_config(
     access_log: bool,
     extra_models: Sequence[dict[str, Any]] = (),
     admin_key: str = "",
+    sections: Mapping[str, object] | None = None,
 ) -> Path:
     # JSON is valid YAML, and needs nothing outside the stdlib.
-    config = gateway_config(upstream_ports, access_log, extra_models, admin_key)
+    config = gateway_config(upstream_ports, access_log, extra_models, admin_key, sections)
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
 
@@ -209,3 +214,10 @@ def _is_problem(raw: bytes) -> bool:
     if not isinstance(line, dict):
         return True
     return str(line.get("level", "info")).lower() not in ("debug", "info")
+
+
+def keep_gateway_logs(child: Child, out: Path, name: str = "aigw") -> None:
+    """Copy a stopped gateway's stderr, and the last 500 lines of its stdout, to `out`."""
+    shutil.copyfile(child.stderr_path, out / f"{name}.stderr")
+    lines = child.stdout_path.read_bytes().splitlines(keepends=True)
+    (out / f"{name}.stdout.tail").write_bytes(b"".join(lines[-500:]))

@@ -13,10 +13,10 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigw.cache.lru import ByteLRU
-from aigw.cache.stage import CacheStage
+from aigw.cache.stage import CacheStage, Semantic
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.providers.registry import make_provider
@@ -31,6 +31,9 @@ from aigw.state.base import StateBackend
 from aigw.state.factory import make_state
 from aigw.types import Next, Stage
 from aigw.upstream.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from aigw.cache.semantic import SemanticCache
 
 
 def chain(stages: Sequence[Stage], last: Next) -> Next:
@@ -51,6 +54,17 @@ class Services:
     log: JsonLog
     l1: ByteLRU | None
     rng: random.Random
+    semantic: SemanticCache | None = None
+
+    def semantic_cache(self, settings: Settings) -> SemanticCache:
+        """The process's semantic index, made on first use (numpy loads only then)."""
+        if self.semantic is None:
+            from aigw.cache.semantic import SemanticCache
+
+            shared = self.state if settings.state.backend == "redis" else None
+            self.semantic = SemanticCache(shared, settings.cache.semantic_max_entries, self.log)
+            self.semantic.start()
+        return self.semantic
 
     @classmethod
     def create(cls, settings: Settings, client: UpstreamClient, log: JsonLog) -> Services:
@@ -63,6 +77,8 @@ class Services:
         return cls(client, metrics, make_state(settings.state), log, l1, random.Random())
 
     async def close(self) -> None:
+        if self.semantic is not None:
+            await self.semantic.close()
         await self.client.close()
         await self.state.close()
 
@@ -109,11 +125,13 @@ def build_runtime(
     stages: list[Stage] = []  # authenticate, admit, cache … join here, in this order
     if settings.idempotency.enabled:
         stages.append(IdempotencyStage(state, settings.idempotency, metrics, log))
+    executor = Executor(router, client, metrics, rng)
     modes = {m.name: m.cache for m in settings.models if m.cache != "off"}
     if modes:
         l2 = state if settings.cache.l2 and settings.state.backend == "redis" else None
-        stages.append(CacheStage(settings.cache, modes, services.l1, l2, metrics, log))
-    pipeline = chain(stages, Executor(router, client, metrics, rng))
+        semantic = _semantic(settings, services, executor)
+        stages.append(CacheStage(settings.cache, modes, services.l1, l2, metrics, log, semantic))
+    pipeline = chain(stages, executor)
     names = [m.name for m in settings.models]
     metrics.known_models = frozenset(names)
     return GatewayRuntime(
@@ -157,3 +175,13 @@ def _deployment_state(
         return old[0]
     provider = make_provider(settings)
     return DeploymentState(provider, model, on_breaker_change=metrics.breaker_changed)
+
+
+def _semantic(settings: Settings, services: Services, executor: Executor) -> Semantic | None:
+    models = {m.name: m.semantic_cache for m in settings.models if m.semantic_cache}
+    if not models:
+        return None
+    from aigw.cache.semantic import embedder
+
+    embed = embedder(executor, settings.cache.embedding_timeout_s)
+    return Semantic(services.semantic_cache(settings), embed, models)

@@ -141,9 +141,15 @@ class DegradedSettings(_Strict):
     message: str = "The service is degraded; this is a placeholder answer."
 
 
+class SemanticCacheSettings(_Strict):
+    embedding_model: Annotated[str, Field(min_length=1)]  # a model name this gateway serves
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.95
+
+
 class ModelSettings(_Strict):
     name: Annotated[str, Field(min_length=1)]
     cache: Literal["off", "deterministic", "all"] = "off"
+    semantic_cache: SemanticCacheSettings | None = None
     strategy: Strategy = "weighted"
     hash_key: str = "user"  # consistent-hash: "user", "api-key" or "header:NAME"
     deployments: Annotated[list[DeploymentSettings], Field(min_length=1)]
@@ -198,6 +204,8 @@ class CacheSettings(_Strict):
     l2: bool = True  # use the state backend (Redis) as L2 when it is redis
     max_entry_bytes: Annotated[int, Field(gt=0)] = 4 * 1024 * 1024
     namespace: str = "api-key"  # "api-key", "shared" or "header:NAME"
+    semantic_max_entries: Annotated[int, Field(gt=0)] = 10_000
+    embedding_timeout_s: PositiveSeconds = 5.0
 
     @field_validator("namespace")
     @classmethod
@@ -310,6 +318,15 @@ def _cross_check(settings: Settings) -> list[str]:
     problems = []
     names = {m.name for m in settings.models}
     for mi, m in enumerate(settings.models):
+        semantic = m.semantic_cache
+        if semantic is not None:
+            if semantic.embedding_model not in names:
+                problems.append(
+                    f"models[{mi}].semantic_cache.embedding_model: no model named "
+                    f"{semantic.embedding_model!r}"
+                )
+            if m.cache == "off":
+                problems.append(f"models[{mi}].semantic_cache: needs `cache` other than off")
         for fi, fallback in enumerate(m.fallbacks):
             if fallback not in names or fallback == m.name:
                 problems.append(f"models[{mi}].fallbacks[{fi}]: no other model named {fallback!r}")

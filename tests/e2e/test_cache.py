@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import openai
@@ -182,3 +183,78 @@ def test_redis_killed_mid_run_turns_into_misses(
         assert chat(gw).headers["x-cache"] == "MISS"  # served, never failed
     outage = [r for r in gw.records() if r.get("msg") == "cache L2 unavailable: serving misses"]
     assert len(outage) == 1  # logged once per outage
+
+
+def semantic_models(sim: Simulator) -> list[dict[str, Any]]:
+    models = cached_models(sim)
+    models[0]["semantic_cache"] = {"embedding_model": "embedder", "threshold": 0.95}
+    models.append(
+        {
+            "name": "embedder",
+            "deployments": [
+                {"provider": "openai", "base_url": f"{sim.url}/v1", "model": "sim-embed"}
+            ],
+        }
+    )
+    return models  # fmt: skip
+
+
+def ask(gw: Gateway, text: str, system: str = "Be brief.") -> Any:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+    return chat(gw, messages=messages)
+
+
+def test_semantic_hit_needs_the_same_context(sim: Simulator, start_gateway: Any) -> None:
+    # The simulator's embeddings are a hash of the text, so only the same words (here with
+    # other spacing, which changes the exact key) are similar; real paraphrases need a
+    # real embeddings model behind the same setting.
+    gw: Gateway = start_gateway({"models": semantic_models(sim)})
+    first = ask(gw, "What is a cache?")
+    assert first.headers["x-cache"] == "MISS"
+    near = ask(gw, "  What is a cache?  ")
+    assert near.headers["x-cache"] == "HIT-SEMANTIC"
+    assert near.parse().choices[0].message.content == first.parse().choices[0].message.content
+    assert ask(gw, "What is a database?").headers["x-cache"] == "MISS"
+    assert ask(gw, "  What is a cache?", system="Be verbose.").headers["x-cache"] == "MISS"
+    chat_calls = sim.stats()["by_path"]["/v1/chat/completions"]
+    assert chat_calls == 3
+    with urllib.request.urlopen(f"{gw.url}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'aigw_cache_requests_total{level="semantic",result="hit"} 1.0' in metrics
+    assert "aigw_cache_semantic_similarity_count 1.0" in metrics
+
+
+def test_semantic_entries_are_shared_through_redis(
+    sim: Simulator, start_gateway: Any, redis_url: str
+) -> None:
+    config = {
+        "state": {"backend": "redis", "url": redis_url},
+        "cache": {"namespace": "shared"},
+        "models": semantic_models(sim),
+    }
+    one: Gateway = start_gateway(config)
+    two: Gateway = start_gateway(config)
+    ask(one, "Shared question?")
+    deadline = time.monotonic() + 10
+    spaces = 1  # other spacing each time: an exact key neither gateway has seen
+    while ask(two, " " * spaces + "Shared question?").headers["x-cache"] != "HIT-SEMANTIC":
+        assert time.monotonic() < deadline, "the other gateway never learned the vector"
+        spaces += 1
+        time.sleep(0.3)
+
+
+def test_semantic_config_is_checked(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "models:\n  - name: m\n    semantic_cache: {embedding_model: nope}\n"
+        "    deployments: [{provider: openai}]\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "aigw", "check-config", str(bad)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "models[0].semantic_cache.embedding_model: no model named 'nope'" in out.stderr
+    assert "models[0].semantic_cache: needs `cache` other than off" in out.stderr

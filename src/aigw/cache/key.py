@@ -138,3 +138,31 @@ def _seconds(text: str) -> float | None:
     except ValueError:
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def split_last_user(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The last user message's text, and the body without it; None if there is none."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    text = _text(last.get("content"))
+    if not text:
+        return None
+    return text, {**body, "messages": messages[:-1]}
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):  # only text parts: an image makes it not a paraphrase
+        parts = [p.get("text") for p in content if isinstance(p, dict)]
+        if all(p.get("type") == "text" for p in content if isinstance(p, dict)):
+            return " ".join(p for p in parts if isinstance(p, str)).strip()
+    return ""
+
+
+def context_of(endpoint: str, model: str, namespace: str, rest: dict[str, Any]) -> str:
+    return cache_key(endpoint, model, namespace, rest)

@@ -12,10 +12,12 @@ and logged once per outage.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -29,15 +31,45 @@ from aigw.cache.entry import (
     sse_from_completion,
 )
 from aigw.cache.flight import Flight
-from aigw.cache.key import CacheControl, cache_key, cacheable, parse_cache_control
+from aigw.cache.key import (
+    CacheControl,
+    cache_key,
+    cacheable,
+    context_of,
+    parse_cache_control,
+    split_last_user,
+)
 from aigw.cache.lru import ByteLRU
+
+if TYPE_CHECKING:  # numpy is only imported when a model turns the semantic cache on
+    from aigw.cache.semantic import Embed, SemanticCache
+from aigw.errors import GatewayError
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
-from aigw.settings import CacheSettings
+from aigw.settings import CacheSettings, SemanticCacheSettings
 from aigw.state.base import StateBackend, StateUnavailable
 from aigw.types import Endpoint, GatewayRequest, GatewayResponse, Next, Result, StreamResponse
 
 CACHED = (Endpoint.CHAT, Endpoint.COMPLETION, Endpoint.EMBEDDING)
+
+
+@dataclass(frozen=True, slots=True)
+class Semantic:
+    """The semantic layer's parts: the index, how to embed, and which models use it."""
+
+    cache: SemanticCache
+    embed: Embed
+    models: Mapping[str, SemanticCacheSettings]
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticMiss:
+    """What to remember about a request once its answer is stored."""
+
+    context: str
+    vector: list[float]
+
+
 SSE = b"text/event-stream"
 
 
@@ -50,15 +82,18 @@ class CacheStage:
         l2: StateBackend | None,
         metrics: Metrics,
         log: JsonLog,
+        semantic: Semantic | None = None,
     ) -> None:
         self.settings = settings
         self.modes = modes
+        self.semantic = semantic
         self.l1 = l1
         self.l2 = l2
         self.metrics = metrics
         self.log = log
         self.flights: dict[str, Flight] = {}
         self.l2_down = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, req: GatewayRequest, call_next: Next) -> Result:
         mode = self.modes.get(req.model, "off")
@@ -75,10 +110,14 @@ class CacheStage:
                 level, created, body = hit
                 self.metrics.cache_requests.labels(level, "hit").inc()
                 return _serve(req, body, level, created)
+        probe = await self._semantic_probe(req, control) if self.semantic else None
+        if isinstance(probe, tuple) and probe[0] == "hit":
+            return probe[1]
         self.metrics.cache_requests.labels("all", "miss").inc()
         flight = self.flights.get(key)
         if flight is None:
-            flight = Flight(call_next(req), lambda f: self._landed(key, f, control, req))
+            remember = probe if isinstance(probe, SemanticMiss) else None
+            flight = Flight(call_next(req), lambda f: self._landed(key, f, control, req, remember))
             self.flights[key] = flight
         else:
             self.metrics.cache_joins.inc()
@@ -92,6 +131,39 @@ class CacheStage:
         value = req.headers.get(name or b"authorization", b"")
         # a digest, so no credential is kept in a key (or shows up in Redis)
         return hashlib.blake2b(value, digest_size=12).hexdigest() if value else "anonymous"
+
+    # -- the semantic layer
+
+    async def _semantic_probe(
+        self, req: GatewayRequest, control: CacheControl
+    ) -> tuple[str, Result] | SemanticMiss | None:
+        """A semantic hit; else what to remember once the answer lands; None if n/a."""
+        assert self.semantic is not None
+        settings = self.semantic.models.get(req.model)
+        split = split_last_user(req.body) if settings and req.endpoint is Endpoint.CHAT else None
+        if settings is None or split is None:
+            return None
+        text, rest = split
+        context = context_of(req.endpoint.value, req.model, self._namespace(req), rest)
+        try:
+            vector = await self.semantic.embed(settings.embedding_model, text)
+        except GatewayError as exc:
+            self.metrics.cache_semantic_errors.inc()
+            self.log.warning("semantic cache: embedding failed", error=exc.message)
+            return None
+        found = (
+            None
+            if control.no_cache
+            else (self.semantic.cache.search(context, vector, settings.threshold))
+        )
+        if found is not None:
+            entry, similarity = found
+            self.metrics.cache_similarity.observe(similarity)
+            hit = await self._lookup(entry, control)
+            if hit is not None:
+                self.metrics.cache_requests.labels("semantic", "hit").inc()
+                return "hit", _serve(req, hit[2], "semantic", hit[1])
+        return SemanticMiss(context, vector)
 
     # -- lookups
 
@@ -144,7 +216,10 @@ class CacheStage:
 
     # -- storing
 
-    def _landed(self, key: str, flight: Flight, control: CacheControl, req: GatewayRequest) -> None:
+    def _landed(
+        self, key: str, flight: Flight, control: CacheControl, req: GatewayRequest,
+        remember: SemanticMiss | None,
+    ) -> None:  # fmt: skip
         if self.flights.get(key) is flight:
             del self.flights[key]
         if flight.error is not None or control.no_store:
@@ -155,8 +230,16 @@ class CacheStage:
         ttl = control.ttl if control.ttl is not None else self.settings.ttl_s
         raw = encode_entry(time.time(), body)
         self._l1_put(key, raw, ttl)
+        loop = flight.task.get_loop()
         if self.l2 is not None:
-            flight.task.get_loop().create_task(self._l2_put(key, raw, ttl))
+            self._background(loop.create_task(self._l2_put(key, raw, ttl)))
+        if remember is not None and self.semantic is not None:
+            semantic = self.semantic.cache.remember(remember.context, key, remember.vector)
+            self._background(loop.create_task(semantic))
+
+    def _background(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)  # kept until done: no task is dropped mid-way
+        task.add_done_callback(self._tasks.discard)
 
     def _l1_put(self, key: str, raw: bytes, ttl: float) -> None:
         if self.l1 is not None:

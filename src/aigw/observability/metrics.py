@@ -108,6 +108,14 @@ class Metrics:
         self.cache_evictions = Counter(
             "aigw_cache_evictions", "L1 entries evicted to stay within its byte bound.", registry=r
         )
+        self.cache_similarity = Histogram(
+            "aigw_cache_semantic_similarity", "Cosine similarity of the best semantic match.",
+            buckets=(0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1.0), registry=r,
+        )  # fmt: skip
+        self.cache_semantic_errors = Counter(
+            "aigw_cache_semantic_errors", "Semantic lookups skipped: the embedding failed.",
+            registry=r,
+        )  # fmt: skip
         self.cache_entries = Gauge("aigw_cache_entries", "Entries in the L1 cache.", registry=r)
         self.cache_bytes = Gauge("aigw_cache_bytes", "Bytes held by the L1 cache.", registry=r)
         info = Gauge("aigw_build_info", "aigw version.", ["version"], registry=r)

@@ -14,6 +14,8 @@ class MemoryState:
         self.max_keys = max_keys
         self.clock = clock
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._logs: dict[str, list[tuple[str, bytes]]] = {}
+        self._log_seq = 0
 
     def _live(self, key: str) -> bytes | None:
         item = self._data.get(key)
@@ -45,6 +47,17 @@ class MemoryState:
 
     async def delete(self, key: str) -> None:
         self._data.pop(key, None)
+
+    async def append(self, log: str, value: bytes, max_len: int) -> None:
+        entries = self._logs.setdefault(log, [])
+        self._log_seq += 1
+        entries.append((f"{self._log_seq}-0", value))
+        del entries[: max(0, len(entries) - max_len)]
+
+    async def read(self, log: str, after: str, count: int) -> list[tuple[str, bytes]]:
+        since = int(after.split("-")[0])
+        newer = [e for e in self._logs.get(log, []) if int(e[0].split("-")[0]) > since]
+        return newer[:count]
 
     async def close(self) -> None:
         self._data.clear()

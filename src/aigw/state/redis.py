@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -48,6 +48,22 @@ class RedisState:
 
     async def delete(self, key: str) -> None:
         await self._call(self.client.delete(self.prefix + key))
+
+    async def append(self, log: str, value: bytes, max_len: int) -> None:
+        stream = self.prefix + log
+        await self._call(self.client.xadd(stream, {b"v": value}, maxlen=max_len, approximate=True))
+
+    async def read(self, log: str, after: str, count: int) -> list[tuple[str, bytes]]:
+        stream = self.prefix + log
+        replies: Any = await self._call(self.client.xread({stream: after}, count=count))
+        entries: list[tuple[str, bytes]] = []
+        for _name, items in replies or []:
+            for entry_id, fields in items:
+                value = fields.get(b"v")
+                if isinstance(value, bytes):
+                    ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    entries.append((ident, value))
+        return entries
 
     async def close(self) -> None:
         await self.client.aclose()
