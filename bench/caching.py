@@ -42,8 +42,9 @@ MODEL_CACHED = "bench-cached"
 L2_GATEWAY = "aigw-l2"
 CACHE_CONCURRENCY = (1, 16)
 VECTORS_SCRIPT = Path(__file__).with_name("vectors.py")
-# How long the L2 entry may take to land: the gateway writes it to Redis after answering.
-L2_WRITE_WAIT_S = 2.0
+# How long single requests may take to see a hit: the gateway writes the L2 entry after
+# answering, and with several workers the first hit must land on the worker that missed.
+WARM_WAIT_S = 2.0
 
 
 def cached_model(nginx_port: int) -> dict[str, Any]:
@@ -203,8 +204,8 @@ class CacheRun:
 def measure_cache(
     nginx: Nginx, gateway: Child, l2: tuple[Child, Child] | None, plan: Plan, l2_error: str = ""
 ) -> CacheRun:
-    l1_warm = warm(gateway.port, "HIT-L1")
-    l2_warm = warm(l2[1].port, "HIT-L2", L2_WRITE_WAIT_S) if l2 else []
+    l1_warm = warm(gateway.port, "HIT-L1", WARM_WAIT_S)
+    l2_warm = warm(l2[1].port, "HIT-L2", WARM_WAIT_S) if l2 else []
     targets = [
         Target(chat_url(nginx.upstream_port), UPSTREAM_MODEL, nginx.child.pid),
         Target(chat_url(gateway.port), MODEL_NGINX, gateway.pid),
@@ -261,16 +262,32 @@ class VectorSize:
 
 @dataclass(frozen=True)
 class VectorRun:
+    """One run of `bench/vectors.py`, with OpenBLAS's threads as `blas_threads` says."""
+
+    blas_threads: str  # "default" (one per CPU) or a count
     python: str
     numpy: str
     sizes: list[VectorSize]
 
 
-def measure_vectors(queries: int) -> VectorRun:
+# A matrix-vector product runs on OpenBLAS's threads; on a busy machine handing work to
+# a second thread can cost more than the product, so both settings are measured.
+BLAS_SETTINGS = ("default", "1")
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def measure_vectors(queries: int) -> list[VectorRun]:
+    return [_vectors(queries, threads) for threads in BLAS_SETTINGS]
+
+
+def _vectors(queries: int, blas_threads: str) -> VectorRun:
     argv = [sys.executable, str(VECTORS_SCRIPT), "--queries", str(queries), "--json"]
+    env = {k: v for k, v in python_env().items() if k not in BLAS_VARIABLES}
+    if blas_threads != "default":
+        env["OPENBLAS_NUM_THREADS"] = blas_threads
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=300, env=python_env(), check=False
+            argv, capture_output=True, text=True, timeout=300, env=env, check=False
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"{VECTORS_SCRIPT.name} did not finish in 300 s") from exc
@@ -279,6 +296,6 @@ def measure_vectors(queries: int) -> VectorRun:
     try:
         data = json.loads(done.stdout)
         sizes = [VectorSize(**size) for size in data["sizes"]]
-        return VectorRun(data["python"], data["numpy"], sizes)
+        return VectorRun(blas_threads, data["python"], data["numpy"], sizes)
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"cannot read {VECTORS_SCRIPT.name} output: {done.stdout[:300]}") from exc

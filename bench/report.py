@@ -7,10 +7,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from caching import CacheRow, CacheRun, VectorRun
+from caching import CacheRun, VectorRun
 from failover import DEAD_ID, BalancerRun, FailoverRun, HedgeArm, HedgeRun
 from loadgen import WrkResult
 from measure import FanoutRun, HopRow, Memory, Plan, SlowRun, StartupRun, TtfbRun
+from report_cache import cache_derived, cache_section, cache_verdict
+from report_format import Verdict, core_share, errors_text, num, rounds_text, table
 from streams import FanoutSummary, TtfbSummary
 
 # The targets, in the units the report prints.
@@ -50,7 +52,7 @@ class Results:
     hedging: HedgeRun | None = None
     balancers: BalancerRun | None = None
     cache: CacheRun | None = None
-    vectors: VectorRun | None = None
+    vectors: list[VectorRun] = field(default_factory=list)
     rss_idle: Memory | None = None
     rss_after: Memory | None = None
     rss_peak: Memory | None = None  # VmHWM
@@ -59,17 +61,6 @@ class Results:
     errors: dict[str, str] = field(default_factory=dict)
     background_cpu: float | None = None  # share of the machine used by other processes
     steal: float | None = None  # share taken by the hypervisor
-
-
-@dataclass(frozen=True)
-class Verdict:
-    target: str
-    measured: str
-    passed: bool | None  # None: not measured
-
-    @property
-    def label(self) -> str:
-        return {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
 
 
 def added_us(row: HopRow, hop: WrkResult | None) -> tuple[float, float] | None:
@@ -130,7 +121,7 @@ def _slow_verdicts(results: Results) -> list[Verdict]:
             f"{slow.ratio:.1%} ({slow.aigw.rps:.0f} / {slow.direct.rps:.0f})",
             slow.ratio >= SLOW_RPS_RATIO,
         ),
-        Verdict(errors_target, _errors_text(slow.aigw), slow.aigw.errors == 0),
+        Verdict(errors_target, errors_text(slow.aigw), slow.aigw.errors == 0),
     ]
 
 
@@ -182,7 +173,7 @@ def _failover_verdicts(results: Results) -> list[Verdict]:
         dead = Verdict(dead_target, "not measured", None)
     else:
         result = run.one_dead
-        measured = f"errors: {_errors_text(result)} of {result.requests:,} requests"
+        measured = f"errors: {errors_text(result)} of {result.requests:,} requests"
         if gone := run.dead:
             measured += f"; dead one: breaker {gone.breaker}, {gone.requests} attempts"
         dead = Verdict(dead_target, measured, result.errors == 0)
@@ -193,25 +184,6 @@ def _failover_verdicts(results: Results) -> list[Verdict]:
     return [dead, Verdict(pick_target, measured, ns / 1e3 <= BALANCER_PICK_US)]
 
 
-def hit_share(result: WrkResult, expected: str) -> float:
-    """Share of the completed requests whose X-Cache said `expected`."""
-    return result.x_cache.get(expected, 0) / max(1, result.requests)
-
-
-def _cache_verdict(results: Results) -> Verdict:
-    target = "L1 hit faster than proxying (c=1 p50)"
-    row = results.cache.row(1) if results.cache else None
-    if row is None:
-        return Verdict(target, "not measured", None)
-    share = hit_share(row.l1, "HIT-L1")
-    measured = (
-        f"L1 hit {row.l1.p50_us:.0f} µs vs proxied {row.proxied.p50_us:.0f} µs;"
-        f" {share:.1%} HIT-L1, {_errors_text(row.l1)} errors"
-    )
-    ok = row.l1.p50_us < row.proxied.p50_us and share == 1.0 and row.l1.errors == 0
-    return Verdict(target, measured, ok)
-
-
 def verdicts(results: Results) -> list[Verdict]:
     return [
         *_latency_verdicts(results),
@@ -220,36 +192,11 @@ def verdicts(results: Results) -> list[Verdict]:
         *_streaming_verdicts(results),
         *_process_verdicts(results),
         *_failover_verdicts(results),
-        _cache_verdict(results),
+        cache_verdict(results.cache),
     ]
 
 
 # --- Markdown -------------------------------------------------------------------------
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _num(value: float | None, fmt: str = ".0f") -> str:
-    return "—" if value is None else format(value, fmt)
-
-
-def _core_share(cpu_us: float | None, result: WrkResult) -> str:
-    """How busy the metered process was: near 100% means it was the bottleneck."""
-    return "—" if cpu_us is None else f"{cpu_us * result.rps / 1e4:.0f}%"
-
-
-def _errors_text(result: WrkResult) -> str:
-    if not result.errors:
-        return "0"
-    parts = [f"{kind} {n}" for kind, n in result.socket_errors.items() if n]
-    bad = {s: n for s, n in result.statuses.items() if not s.startswith("2")}
-    if bad:
-        parts.append("HTTP " + ", ".join(f"{s}x{n}" for s, n in bad.items()))
-    return f"{result.errors} ({'; '.join(parts)})"
 
 
 NOISY_SHARE = 0.05
@@ -267,22 +214,13 @@ def _noise_note(results: Results) -> list[str]:
     ]
 
 
-def _rounds(rounds: int, seconds: float) -> str:
-    if rounds == 1:
-        return f"{seconds:g} s per target"
-    return (
-        f"{rounds} rounds x {seconds:g} s per target, targets alternating; p50/p99 are"
-        " medians over rounds"
-    )
-
-
 def _verdict_section(results: Results) -> list[str]:
     rows = [[v.target, v.measured, f"**{v.label}**"] for v in verdicts(results)]
     return [
         "## Targets",
         "",
         *_noise_note(results),
-        *_table(["target", "measured", "result"], rows),
+        *table(["target", "measured", "result"], rows),
     ]
 
 
@@ -293,7 +231,7 @@ def _machine_section(results: Results) -> list[str]:
         rows.append(["CPU stolen by the hypervisor during the run", f"{results.steal:.1%}"])
     rows.append(["aigw workers", str(results.workers)])
     rows.append(["aigw access log", "on" if results.access_log else "off"])
-    return ["## Machine", "", *_table(["", ""], rows)]
+    return ["## Machine", "", *table(["", ""], rows)]
 
 
 def _hop_rows(row: HopRow) -> list[list[str]]:
@@ -312,11 +250,11 @@ def _hop_rows(row: HopRow) -> list[list[str]]:
                 f"{result.rps:,.0f}",
                 f"{result.p50_us:.0f}",
                 f"{result.p99_us:.0f}",
-                _num(added[0] if added else None),
-                _num(added[1] if added else None),
-                _num(cpu[key]),
-                _core_share(cpu[key], result),
-                _errors_text(result),
+                num(added[0] if added else None),
+                num(added[1] if added else None),
+                num(cpu[key]),
+                core_share(cpu[key], result),
+                errors_text(result),
             ]
         )
     return out
@@ -330,9 +268,9 @@ def _hops_section(results: Results) -> list[str]:
     rows = [line for row in results.hops for line in _hop_rows(row)]
     return [
         "## 1. Instant upstream (nginx `return 200`), wrk -t1,"
-        f" {_rounds(results.plan.hop_rounds, results.plan.hop_round_s)}",
+        f" {rounds_text(results.plan.hop_rounds, results.plan.hop_round_s)}",
         "",
-        *_table(header, rows),
+        *table(header, rows),
         "CPU µs/req: *direct* = the nginx worker serving the response; *nginx proxy_pass* ="
         " what the hop adds in that same worker (proxy run - direct run); *aigw* = the"
         " gateway process tree alone ((utime+stime) / completed requests). *% of a core* ="
@@ -357,17 +295,17 @@ def _slow_section(results: Results) -> list[str]:
                 f"{result.rps:,.0f}",
                 f"{result.p50_us / 1e3:.1f}",
                 f"{result.p99_us / 1e3:.1f}",
-                _num(cpu),
-                _core_share(cpu, result),
-                _errors_text(result),
+                num(cpu),
+                core_share(cpu, result),
+                errors_text(result),
             ]
         )
     ratio = "—" if slow.ratio is None else f"{slow.ratio:.1%}"
     return [
         f"## 2. Simulator at {slow.latency_ms} ms, wrk -t2 -c{slow.connections},"
-        f" {_rounds(results.plan.slow_rounds, results.plan.slow_round_s)}",
+        f" {rounds_text(results.plan.slow_rounds, results.plan.slow_round_s)}",
         "",
-        *_table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "% of a core", "errors"], rows),
+        *table(["target", "RPS", "p50 ms", "p99 ms", "CPU µs/req", "% of a core", "errors"], rows),
         f"aigw / direct RPS: **{ratio}**. CPU µs/req: the simulator (direct row), the gateway"
         " (aigw row).",
         "",
@@ -413,12 +351,12 @@ def _streaming_section(results: Results) -> list[str]:
             f" simulator latency {spec.latency_ms} ms, {spec.tokens_per_s:g} tokens/s,"
             f" {spec.completion_tokens} tokens.",
             "",
-            *_table(
+            *table(
                 [*TTFB_HEADER],
                 [_ttfb_row("direct", ttfb.direct), _ttfb_row("aigw", ttfb.aigw)],
             ),
-            f"Added TTFB: p50 **{_num(ttfb.added_p50_ms, '.3f')} ms**,"
-            f" p99 {_num(ttfb.added_p99_ms, '.3f')} ms",
+            f"Added TTFB: p50 **{num(ttfb.added_p50_ms, '.3f')} ms**,"
+            f" p99 {num(ttfb.added_p99_ms, '.3f')} ms",
             "",
         ]
     if fan := results.fanout:
@@ -429,7 +367,7 @@ def _streaming_section(results: Results) -> list[str]:
             f" events are more than {stall:.0f} ms apart ({fan.direct.stall_factor:g}x the"
             f" {fan.direct.expected_interval_ms:.0f} ms token interval).",
             "",
-            *_table(
+            *table(
                 [*FANOUT_HEADER],
                 [_fanout_row("direct", fan.direct), _fanout_row("aigw", fan.aigw)],
             ),
@@ -452,7 +390,7 @@ def _process_section(results: Results) -> list[str]:
         ("peak RSS (VmHWM) MiB", results.rss_peak),
     ):
         rows.append([label, _memory_text(memory)])
-    return ["## 4-5. Start-up and memory", "", *_table(["", ""], rows)]
+    return ["## 4-5. Start-up and memory", "", *table(["", ""], rows)]
 
 
 def _memory_text(memory: Memory | None) -> str:
@@ -480,12 +418,12 @@ def _failover_table(run: FailoverRun) -> list[str]:
                 f"{result.p50_us:.0f}",
                 f"{result.p99_us:.0f}",
                 f"{cpu:.0f}",
-                _core_share(cpu, result),
-                _errors_text(result),
+                core_share(cpu, result),
+                errors_text(result),
             ]
         )
     header = ["model", "deployments (p2c-ewma)", "RPS", "p50 µs", "p99 µs", "CPU µs/req"]
-    return _table([*header, "% of a core", "errors"], rows)
+    return table([*header, "% of a core", "errors"], rows)
 
 
 def _routing_lines(run: FailoverRun, workers: int) -> list[str]:
@@ -505,9 +443,9 @@ def _routing_lines(run: FailoverRun, workers: int) -> list[str]:
     return [
         f"bench-1dead after its runs, from `GET /admin/routing`{one_worker}:",
         "",
-        *_table(["deployment", "breaker", "requests", "failures", "ejected"], rows),
+        *table(["deployment", "breaker", "requests", "failures", "ejected"], rows),
         "Upstream attempts per client request:"
-        f" {_num(_one_worker(run.attempts_per_request, workers), '.4f')} (every failed"
+        f" {num(_one_worker(run.attempts_per_request, workers), '.4f')} (every failed"
         " attempt on the dead deployment was retried on a live one; — with several"
         " workers, whose counts the admin API does not add up).",
         "",
@@ -527,7 +465,7 @@ def _dead_part(results: Results) -> list[str]:
     ratio = run.one_dead.rps / run.three_way.rps if run.three_way.rps else 0.0
     return [
         f"### One dead deployment of three: wrk -t1 -c{run.connections},"
-        f" {_rounds(run.rounds, results.plan.failover_round_s)}",
+        f" {rounds_text(run.rounds, results.plan.failover_round_s)}",
         "",
         "Both models through the same gateway to the instant upstream; bench-1dead starts"
         " with every breaker closed, so its first round includes finding out that one"
@@ -549,10 +487,10 @@ def _hedge_row(arm: HedgeArm, label: str, workers: int) -> list[str]:
         f"{r.p50_us / 1e3:.1f}",
         f"{r.p99_us / 1e3:.1f}",
         f"{arm.attempts_per_request:.3f}",
-        _num(arm.requests_to("fast"), ",d") + " / " + _num(arm.requests_to("slow"), ",d"),
-        _num(_one_worker(arm.slow_first_share, workers), ".0%"),
+        num(arm.requests_to("fast"), ",d") + " / " + num(arm.requests_to("slow"), ",d"),
+        num(_one_worker(arm.slow_first_share, workers), ".0%"),
         f"{arm.cpu_us:.0f}",
-        _errors_text(r),
+        errors_text(r),
     ]
 
 
@@ -570,9 +508,9 @@ def _hedge_part(results: Results) -> list[str]:
     view = " (one worker's view)" if results.workers > 1 else ""
     return [
         f"### Hedging: deployments at {run.fast_ms} ms and {run.slow_ms} ms, round-robin;"
-        f" wrk -t1 -c{run.connections}, {_rounds(run.rounds, results.plan.hedge_round_s)}",
+        f" wrk -t1 -c{run.connections}, {rounds_text(run.rounds, results.plan.hedge_round_s)}",
         "",
-        *_table(header, rows),
+        *table(header, rows),
         f"p99 without hedging **{run.off.result.p99_us / 1e3:.1f} ms**, with hedging"
         f" **{run.on.result.p99_us / 1e3:.1f} ms** (no target). Upstream attempts = the"
         " simulator's `requests_total` delta / requests sent (completed + one cut off per"
@@ -599,7 +537,7 @@ def _balancer_part(results: Results) -> list[str]:
         f"### Balancer pick cost: `bench/balancers.py`, {run.picks:,} picks per cell,"
         f" Python {run.python}",
         "",
-        *_table(header, rows),
+        *table(header, rows),
         "The estimator rows are ns per call (`PeakEwma`: latency, `DecayingRate`: error rate).",
         "",
     ]
@@ -610,133 +548,8 @@ def _failover_section(results: Results) -> list[str]:
     return ["## 6. Routing and resilience", "", *parts] if parts else []
 
 
-CACHE_HEADER = ["c", "target", "RPS", "p50 µs", "p99 µs", "p50 vs proxied µs", "CPU µs/req"]
-CACHE_HEADER += ["% of a core", "X-Cache", "errors"]
-
-
-def _x_cache_text(result: WrkResult, expected: str) -> str:
-    if not expected:
-        return "—"
-    others = ", ".join(f"{k} {n:,}" for k, n in result.x_cache.items() if k != expected)
-    return f"{expected} {hit_share(result, expected):.1%}" + (f"; {others}" if others else "")
-
-
-def _cache_rows(row: CacheRow) -> list[list[str]]:
-    l2_cpu = None if row.l2_cpu_us is None else row.l2_cpu_us + (row.redis_cpu_us or 0.0)
-    targets = [
-        ("direct (nginx)", row.direct, row.direct_cpu_us, ""),
-        ("proxied (aigw, `bench-nginx`)", row.proxied, row.proxied_cpu_us, ""),
-        ("L1 hit (aigw, `bench-cached`)", row.l1, row.l1_cpu_us, "HIT-L1"),
-        ("L2 hit (aigw-l2 + Redis)", row.l2, l2_cpu, "HIT-L2"),
-    ]
-    out = []
-    for name, result, cpu, expected in targets:
-        if result is None:
-            out.append([str(row.connections), name, "not run", *["—"] * 7])
-            continue
-        cpu_text = _num(cpu)
-        if expected == "HIT-L2" and row.l2_cpu_us is not None:
-            cpu_text += f" ({row.l2_cpu_us:.0f} + Redis {_num(row.redis_cpu_us)})"
-        out.append(
-            [
-                str(row.connections),
-                name,
-                f"{result.rps:,.0f}",
-                f"{result.p50_us:.0f}",
-                f"{result.p99_us:.0f}",
-                "—" if result is row.proxied else f"{result.p50_us - row.proxied.p50_us:+.0f}",
-                cpu_text,
-                _core_share(cpu, result),
-                _x_cache_text(result, expected),
-                _errors_text(result),
-            ]
-        )
-    return out
-
-
-def _cache_summary(row: CacheRow) -> str:
-    text = (
-        f"c={row.connections}: L1 hit p50 **{row.l1.p50_us:.0f} µs** vs proxied"
-        f" {row.proxied.p50_us:.0f} µs ({row.l1.p50_us / max(1.0, row.proxied.p50_us):.2f}x)"
-        f" and direct {row.direct.p50_us:.0f} µs ({row.l1.p50_us - row.direct.p50_us:+.0f} µs);"
-        f" CPU {row.l1_cpu_us:.0f} vs {row.proxied_cpu_us:.0f} µs/req"
-    )
-    if row.l2 is not None and row.l2_cpu_us is not None:
-        text += (
-            f". L2 hit p50 **{row.l2.p50_us:.0f} µs**"
-            f" ({row.l2.p50_us - row.proxied.p50_us:+.0f} µs vs proxied), p99"
-            f" {row.l2.p99_us:.0f} µs, RPS {row.l2.rps / max(1.0, row.proxied.rps):.0%} of"
-            f" proxied, gateway CPU {row.l2_cpu_us:.0f} µs/req"
-        )
-    return text + "."
-
-
-def _cache_part(results: Results) -> list[str]:
-    run = results.cache
-    if run is None:
-        return []
-    warm = f"L1 gateway: {' → '.join(run.l1_warm)}, after the runs {run.l1_after}"
-    if run.l2_warm:
-        warm += f"; L2 gateway: {' → '.join(run.l2_warm)}, after the runs {run.l2_after}"
-    rows = [line for row in run.rows for line in _cache_rows(row)]
-    return [
-        f"### Hits and misses on the instant upstream: wrk -t1, {_rounds(run.rounds, run.round_s)}",
-        "",
-        "One gateway serves `bench-nginx` (uncached: every request proxied) and"
-        " `bench-cached` (`cache: all`, same upstream); a second one (*aigw-l2*) has L1 off"
-        " and a `redis-server` on loopback as its state backend, so each of its hits is a"
-        " Redis GET. The same request every time: after the first, each `bench-cached`"
-        f" request is a hit. Single requests before the load: {warm}.",
-        "",
-        *_table(CACHE_HEADER, rows),
-        *[f"- {_cache_summary(row)}" for row in run.rows],
-        "",
-        "CPU µs/req: nginx (direct), the gateway process tree (proxied, L1), the L2"
-        " gateway plus redis-server (L2: Redis's CPU over the rounds / L2 requests)."
-        " *X-Cache*: the share of completed requests whose header said so, counted by"
-        " `post.lua`.",
-        "",
-        *([f"L2 not measured: `{run.l2_error[:300]}`", ""] if run.l2_error else []),
-    ]
-
-
-def _vector_part(results: Results) -> list[str]:
-    run = results.vectors
-    if run is None:
-        return []
-    header = ["entries", "dims", "add µs/entry", "search p50 ms", "search p99 ms"]
-    header += ["vectors MiB", "index MiB", "build peak MiB"]
-    rows = [
-        [
-            f"{s.entries:,}",
-            str(s.dims),
-            f"{s.add_us:.2f}",
-            f"{s.search_p50_ms:.3f}",
-            f"{s.search_p99_ms:.3f}",
-            f"{s.vectors_mib:.1f}",
-            f"{s.index_mib:.1f}",
-            f"{s.build_peak_mib:.1f}",
-        ]
-        for s in run.sizes
-    ]
-    queries = run.sizes[0].queries if run.sizes else 0
-    return [
-        f"### Semantic lookup cost: `bench/vectors.py`, Python {run.python}, numpy {run.numpy}",
-        "",
-        "`aigw.cache.vectors.VectorIndex`, random unit vectors, all in one context (a search"
-        f" scans the whole context); search = median and p99 of {queries} queries.",
-        "",
-        *_table(header, rows),
-        "*vectors* = entries x dims x 4 bytes; *index* = what the built index holds"
-        " (tracemalloc: the matrix grows by doubling, plus ids); *build peak* = the most"
-        " held while building (a growth step holds the old and new matrix).",
-        "",
-    ]
-
-
 def _cache_section(results: Results) -> list[str]:
-    parts = _cache_part(results) + _vector_part(results)
-    return ["## 7. Response cache", "", *parts] if parts else []
+    return cache_section(results.cache, results.vectors)
 
 
 def _problems_section(results: Results) -> list[str]:
@@ -807,7 +620,7 @@ def to_json(results: Results) -> str:
         else None,
         "startup_median_s": results.startup.median_start_s if results.startup else None,
         **_failover_derived(results),
-        "cache": _cache_derived(results.cache) if results.cache else None,
+        "cache": cache_derived(results.cache) if results.cache else None,
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -833,25 +646,4 @@ def _failover_derived(results: Results) -> dict[str, object]:
         if hedge
         else None,
         "balancer_worst_ns": balancers.worst if balancers else None,
-    }
-
-
-def _cache_derived(run: CacheRun) -> dict[str, object]:
-    def vs_proxied(row: CacheRow, hit: WrkResult | None) -> tuple[float, float] | None:
-        if hit is None:
-            return None
-        return hit.p50_us - row.proxied.p50_us, hit.p99_us - row.proxied.p99_us
-
-    return {
-        str(row.connections): {
-            "l1_vs_proxied_us": vs_proxied(row, row.l1),
-            "l2_vs_proxied_us": vs_proxied(row, row.l2),
-            "l1_vs_direct_us": (
-                row.l1.p50_us - row.direct.p50_us,
-                row.l1.p99_us - row.direct.p99_us,
-            ),
-            "l1_hit_share": hit_share(row.l1, "HIT-L1"),
-            "l2_hit_share": hit_share(row.l2, "HIT-L2") if row.l2 else None,
-        }
-        for row in run.rows
     }

@@ -225,7 +225,8 @@ def run_cache_section(stack: Stack, plan: Plan) -> None:
             ),
         )
     say(f"semantic lookup cost, {plan.vector_queries} queries per size")
-    results.vectors = _guard(results, "vectors", partial(measure_vectors, plan.vector_queries))
+    vectors = _guard(results, "vectors", partial(measure_vectors, plan.vector_queries))
+    results.vectors = vectors or []
 
 
 def run(args: argparse.Namespace) -> Results:

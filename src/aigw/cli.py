@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("version", help="print the version")
     sub.add_parser("simulator", help="run the upstream simulator (a test and bench tool)")
+    sub.add_parser("worker", help="serve local models with dynamic batching (aigw[worker])")
     return parser
 
 
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         from aigw.simulator.server import main as simulator_main
 
         return simulator_main(argv[1:])
+    if argv[:1] == ["worker"]:
+        from aigw.worker.main import main as worker_main
+
+        return worker_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "version":
         print(f"aigw {__version__}")

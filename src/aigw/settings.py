@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from aigw.errors import ConfigError
 
-ProviderKind = Literal["openai", "azure", "anthropic"]
+ProviderKind = Literal["openai", "azure", "anthropic", "aigw-worker"]
 
+WORKER_LOAD_HEADER = "x-aigw-load"  # what `aigw worker` reports its load in
 DEFAULT_BASE_URLS: dict[str, str] = {
+    "aigw-worker": "http://127.0.0.1:9000/v1",
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
 }
@@ -309,6 +311,8 @@ def _fill_defaults(settings: Settings) -> Settings:
                 updates["model"] = m.name
             if not d.base_url and d.provider in DEFAULT_BASE_URLS:
                 updates["base_url"] = DEFAULT_BASE_URLS[d.provider]
+            if d.provider == "aigw-worker" and not d.load_header:
+                updates["load_header"] = WORKER_LOAD_HEADER
             deployments.append(d.model_copy(update=updates) if updates else d)
         models.append(m.model_copy(update={"deployments": deployments}))
     return settings.model_copy(update={"models": models})

@@ -44,6 +44,7 @@ class GatewayRequest:
     strict_idempotency: bool = False  # the key came as Idempotency-Key, not X-Request-ID
     attempts: int = 0
     fallbacks: int = 0
+    cache: str = ""  # what the cache said: HIT-L1, HIT-L2, HIT-SEMANTIC, MISS
     deployment: str = ""
     upstream_seconds: float = 0.0
     usage: Usage | None = None

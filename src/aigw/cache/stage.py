@@ -262,6 +262,7 @@ class CacheStage:
         await flight.first()
         if flight.streamed:
             if req.stream:
+                req.cache = "MISS"
                 return StreamResponse(flight.replay(), headers=[(b"x-cache", b"MISS")])
             try:
                 await flight.complete()
@@ -292,7 +293,8 @@ def _answer_json(flight: Flight, endpoint: Endpoint) -> bytes | None:
 
 
 def _serve(req: GatewayRequest, body: bytes, level: str, created: float | None) -> Result:
-    headers = [(b"x-cache", b"MISS" if level == "MISS" else b"HIT-" + level.upper().encode())]
+    req.cache = "MISS" if level == "MISS" else "HIT-" + level.upper()
+    headers = [(b"x-cache", req.cache.encode())]
     if created is not None:
         headers.append((b"age", b"%d" % max(0, int(time.time() - created))))
     if not req.stream:

@@ -194,7 +194,7 @@ class HttpIngress:
         self.log.access({
             "level": "info", "msg": "request", "request_id": req.request_id,
             "method": "POST", "path": request.path.decode("latin-1"), "model": req.model,
-            "deployment": req.deployment, "attempts": req.attempts,
+            "deployment": req.deployment, "attempts": req.attempts, "cache": req.cache or None,
             "fallbacks": req.fallbacks, "stream": req.stream, "status": status,
             "error": code, "total_ms": round(seconds * 1000, 3),
             "upstream_ms": round(req.upstream_seconds * 1000, 3),

@@ -113,3 +113,9 @@ class AzureProvider(OpenAIProvider):
 
 def _set_usage(req: GatewayRequest, prompt: int, completion: int) -> None:
     req.usage = Usage(prompt, completion)
+
+
+class WorkerProvider(OpenAIProvider):
+    """``aigw worker``: OpenAI-compatible, and it reports its load in every answer."""
+
+    kind = "aigw-worker"
