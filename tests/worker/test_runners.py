@@ -311,3 +311,13 @@ def test_text_stream_cuts_at_the_earliest_stop_string() -> None:
     assert "".join(feed(stream, "abcd")) == "a"
     assert stream.text == "a"
     assert stream.stopped
+
+
+def test_a_cancelled_request_leaves_the_batch_early(generator: CausalGenerationRunner) -> None:
+    from aigw.worker.contract import GenerationRequest
+
+    gone = GenerationRequest(generator.render([{"role": "user", "content": "hi"}]), 32)
+    gone.cancelled = lambda: True
+    stays = GenerationRequest(generator.render([{"role": "user", "content": "hi"}]), 6)
+    done, kept = generator.generate([gone, stays])
+    assert done.completion_tokens == 0 and kept.completion_tokens > 0

@@ -16,13 +16,9 @@ every model), and ``x-aigw-queue-depth`` is that item count. On CUDA,
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import os
-import sys
-import time
 import traceback
-from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +30,6 @@ import orjson
 from aigw.errors import (
     GatewayError,
     InvalidRequest,
-    MalformedJSON,
     MethodNotAllowed,
     ModelNotFound,
     RouteNotFound,
@@ -42,9 +37,10 @@ from aigw.errors import (
 )
 from aigw.http.server import Request, Response, StreamingResponse
 from aigw.observability.logs import JsonLog
-from aigw.providers.sse import DONE, frame
+from aigw.providers.sse import frame
+from aigw.worker import openai_wire as wire
 from aigw.worker.batcher import BatcherClosed, QueueFull
-from aigw.worker.contract import Generated, GenerationRequest, Kind
+from aigw.worker.contract import Generated, Kind
 from aigw.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aigw.worker.metrics import GpuProbe, WorkerMetrics
 from aigw.worker.server import Generation, ModelSlot
@@ -135,9 +131,9 @@ class WorkerApp:
     # -- model routes
 
     async def _embeddings(self, request: Request, call: Call) -> Answer:
-        body = _json_object(request.body)
+        body = wire.json_object(request.body)
         slot = self._slot(body, "embedding", call)
-        texts = _texts(body.get("input"), "input", limit=slot.settings.max_queue)
+        texts = wire.texts(body.get("input"), "input", limit=slot.settings.max_queue)
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64", None):
             raise InvalidRequest(
@@ -154,7 +150,7 @@ class WorkerApp:
             embedded = await slot.embed(texts)
         tokens = sum(count for _, count in embedded)
         self.metrics.tokens_done(slot.name, tokens)
-        encode = _base64 if encoding == "base64" else None
+        encode = wire.encode_base64 if encoding == "base64" else None
         data = [
             {"object": "embedding", "index": i, "embedding": encode(v) if encode else v}
             for i, (v, _) in enumerate(embedded)
@@ -163,30 +159,32 @@ class WorkerApp:
         return Response(dumps({"object": "list", "data": data, "model": slot.name, "usage": usage}))
 
     async def _classify(self, request: Request, call: Call) -> Answer:
-        body = _json_object(request.body)
+        body = wire.json_object(request.body)
         slot = self._slot(body, "classification", call)
-        texts = _texts(body.get("texts"), "texts", limit=slot.settings.max_texts)
+        texts = wire.texts(body.get("texts"), "texts", limit=slot.settings.max_texts)
         with _admission(slot):
             results = await slot.classify(texts)
         out = [{"label": r.label, "confidence": r.confidence} for r in results]
         return Response(dumps({"model": slot.name, "results": out}))
 
     async def _chat(self, request: Request, call: Call) -> Answer:
-        body = _json_object(request.body)
+        body = wire.json_object(request.body)
         slot = self._slot(body, "generation", call)
-        prompt = slot.render(_messages(body.get("messages")))
-        return await self._generate(slot, body, prompt, call, Shape.chat(self._id("chatcmpl")))
+        prompt = slot.render(wire.messages(body.get("messages")))
+        return await self._generate(slot, body, prompt, call, wire.Shape.chat(self._id("chatcmpl")))
 
     async def _completions(self, request: Request, call: Call) -> Answer:
-        body = _json_object(request.body)
+        body = wire.json_object(request.body)
         slot = self._slot(body, "generation", call)
-        prompt = _prompt(body.get("prompt"))
-        return await self._generate(slot, body, prompt, call, Shape.completion(self._id("cmpl")))
+        prompt = wire.prompt(body.get("prompt"))
+        return await self._generate(
+            slot, body, prompt, call, wire.Shape.completion(self._id("cmpl"))
+        )
 
     async def _generate(
-        self, slot: ModelSlot, body: dict[str, Any], prompt: str, call: Call, shape: Shape
+        self, slot: ModelSlot, body: dict[str, Any], prompt: str, call: Call, shape: wire.Shape
     ) -> Answer:
-        req = _generation_request(body, prompt, slot.settings.max_new_tokens)
+        req = wire.generation_request(body, prompt, slot.settings.max_new_tokens)
         stream = body.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise InvalidRequest("`stream` must be a boolean", param="stream")
@@ -212,7 +210,7 @@ class WorkerApp:
         return StreamingResponse(chunks)
 
     async def _sse(
-        self, slot: ModelSlot, gen: Generation, first: str | None, frames: Frames, call: Call
+        self, slot: ModelSlot, gen: Generation, first: str | None, frames: wire.Frames, call: Call
     ) -> AsyncIterator[bytes]:
         call.status = CLIENT_CLOSED
         try:
@@ -343,214 +341,3 @@ def _admission(slot: ModelSlot) -> Iterator[None]:
 
 
 # -- request bodies (pure)
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
-
-
-def _texts(value: object, param: str, limit: int) -> list[str]:
-    """A string or a non-empty array of non-empty strings, at most ``limit`` of them."""
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, list) or not texts:
-        raise InvalidRequest(
-            f"`{param}` must be a string or a non-empty array of strings", param=param
-        )
-    if len(texts) > limit:
-        raise InvalidRequest(
-            f"`{param}` has {len(texts)} items; this model takes at most {limit}", param=param
-        )
-    for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text:
-            raise InvalidRequest(f"`{param}[{i}]` must be a non-empty string", param=param)
-    return texts
-
-
-def _messages(value: object) -> list[dict[str, object]]:
-    """Chat messages with their content as plain text (text parts are joined)."""
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest("`messages` must be a non-empty array", param="messages")
-    out: list[dict[str, object]] = []
-    for i, message in enumerate(value):
-        role = message.get("role") if isinstance(message, dict) else None
-        if not isinstance(role, str):
-            raise InvalidRequest(f"`messages[{i}]` needs a string `role`", param="messages")
-        out.append({"role": role, "content": _content(message.get("content"), i)})
-    return out
-
-
-def _content(content: object, i: int) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not (isinstance(part, dict) and part.get("type") == "text"):
-                raise InvalidRequest(
-                    f"`messages[{i}].content`: only text parts are supported", param="messages"
-                )
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise InvalidRequest(f"`messages[{i}].content`: a text part needs `text`")
-            parts.append(text)
-        return "".join(parts)
-    raise InvalidRequest(f"`messages[{i}].content` must be a string or text parts")
-
-
-def _prompt(value: object) -> str:
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest("`prompt` must be a non-empty string (one prompt)", param="prompt")
-    return value
-
-
-def _generation_request(body: dict[str, Any], prompt: str, cap: int) -> GenerationRequest:
-    n = body.get("n")
-    if n is not None and n != 1:
-        raise InvalidRequest("`n` must be 1: one choice per request", param="n")
-    param = (
-        "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    )
-    limit = body.get(param)
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise InvalidRequest(f"`{param}` must be a positive integer", param=param)
-    temperature = body.get("temperature")
-    if temperature is None:
-        temperature = 1.0  # OpenAI's default
-    if type(temperature) not in (int, float) or not 0 <= temperature <= 2:
-        raise InvalidRequest("`temperature` must be a number from 0 to 2", param="temperature")
-    return GenerationRequest(
-        prompt=prompt,
-        max_new_tokens=min(limit or cap, cap),
-        temperature=float(temperature),
-        stop=_stop(body.get("stop")),
-    )
-
-
-def _stop(value: object) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    stops = [value] if isinstance(value, str) else value
-    if not (
-        isinstance(stops, list)
-        and len(stops) <= MAX_STOP
-        and all(isinstance(s, str) and s for s in stops)
-    ):
-        raise InvalidRequest(
-            f"`stop` must be a non-empty string or an array of up to {MAX_STOP}", param="stop"
-        )
-    return tuple(stops)
-
-
-def _base64(vector: list[float]) -> str:
-    packed = array("f", vector)
-    if sys.byteorder != "little":
-        packed.byteswap()  # OpenAI's base64 embeddings are little-endian float32
-    return base64.b64encode(packed.tobytes()).decode("ascii")
-
-
-# -- answer shapes (pure)
-
-
-def _usage(result: Generated) -> dict[str, int]:
-    total = result.prompt_tokens + result.completion_tokens
-    return {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": total,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """One OpenAI answer dialect: chat completions, or (legacy) completions."""
-
-    is_chat: bool
-    ident: str
-    created: int
-
-    @classmethod
-    def chat(cls, ident: str) -> Shape:
-        return cls(True, ident, int(time.time()))
-
-    @classmethod
-    def completion(cls, ident: str) -> Shape:
-        return cls(False, ident, int(time.time()))
-
-    def whole(self, model: str, result: Generated) -> bytes:
-        head = {"id": self.ident, "created": self.created, "model": model}
-        if self.is_chat:
-            message = {"role": "assistant", "content": result.text, "refusal": None}
-            choice = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": result.finish_reason,
-            }
-            return dumps(
-                {
-                    **head,
-                    "object": "chat.completion",
-                    "choices": [choice],
-                    "usage": _usage(result),
-                    "system_fingerprint": None,
-                }
-            )
-        choice = {
-            "text": result.text,
-            "index": 0,
-            "logprobs": None,
-            "finish_reason": result.finish_reason,
-        }
-        return dumps(
-            {**head, "object": "text_completion", "choices": [choice], "usage": _usage(result)}
-        )
-
-    def stream(self, model: str, include_usage: bool) -> Frames:
-        return Frames(self, model, include_usage)
-
-
-class Frames:
-    """The SSE frames of one stream, spliced around a fixed envelope: a piece costs one
-    small ``dumps``, not a dict build."""
-
-    def __init__(self, shape: Shape, model: str, include_usage: bool) -> None:
-        kind = b"chat.completion.chunk" if shape.is_chat else b"text_completion"
-        envelope = b'{"id":%b,"object":"%b","created":%d,"model":%b,' % (
-            dumps(shape.ident),
-            kind,
-            shape.created,
-            dumps(model),
-        )
-        self._envelope = envelope
-        self._chat = shape.is_chat
-        self._include_usage = include_usage
-        tail = b',"usage":null}' if include_usage else b"}"
-        if shape.is_chat:
-            self._open = envelope + b'"choices":[{"index":0,"delta":'
-            self._close = b',"logprobs":null,"finish_reason":%b}]' + tail
-            role = b'{"role":"assistant","content":""}'
-            self.opening = frame(self._open + role + self._close % b"null")
-        else:
-            self._open = envelope + b'"choices":[{"text":'
-            self._close = b',"index":0,"logprobs":null,"finish_reason":%b}]' + tail
-            self.opening = b""
-        self._pending = self._close % b"null"
-
-    def piece(self, text: str) -> bytes:
-        body = b'{"content":%b}' % dumps(text) if self._chat else dumps(text)
-        return frame(self._open + body + self._pending)
-
-    def closing(self, result: Generated) -> bytes:
-        empty = b"{}" if self._chat else b'""'
-        out = frame(self._open + empty + self._close % dumps(result.finish_reason))
-        if self._include_usage:
-            out += frame(self._envelope + b'"choices":[],"usage":%b}' % dumps(_usage(result)))
-        return out + DONE

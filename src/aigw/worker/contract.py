@@ -31,6 +31,9 @@ class GenerationRequest:
     # Called from the inference thread for each new piece of text; the server bridges it
     # to the event loop (loop.call_soon_threadsafe). None = not streamed.
     on_text: Callable[[str], None] | None = None
+    # Polled from the inference thread before each new token: True once the client has
+    # gone, and the row leaves the batch instead of decoding to its budget.
+    cancelled: Callable[[], bool] | None = None
 
 
 @dataclass(slots=True)

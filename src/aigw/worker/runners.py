@@ -412,6 +412,10 @@ class _Decoding:
 
     def _advance(self, i: int, token: int) -> bool:
         """Take request ``i``'s next token; whether it goes on decoding."""
+        cancelled = self.requests[i].cancelled
+        if cancelled is not None and cancelled():
+            self.finish[i] = "stop"  # nobody reads it any more: free the row for the batch
+            return False
         self.generated[i] += 1
         stream = self.streams[i]
         if token in self.runner._eos:

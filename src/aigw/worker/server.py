@@ -185,6 +185,7 @@ class Generation:
         self._abandoned = False  # read on the inference thread; a bool needs no lock
         self._ended = False
         request.on_text = self._push
+        request.cancelled = lambda: self._abandoned
         self._task = self._loop.create_task(slot.generate(request))
         self._task.add_done_callback(self._finished)
 
