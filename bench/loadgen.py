@@ -122,8 +122,10 @@ def run_wrk(
     model: str,
     threads: int = 1,
     timeout_s: float = 5.0,
+    script: Path = POST_LUA,
 ) -> WrkResult:
-    """POST chat requests at `url` for `duration_s` with a fixed number of connections."""
+    """POST requests at `url` for `duration_s` with a fixed number of connections: chat
+    requests (post.lua), or what `script` sends; `model` is the script's argument."""
     argv = [
         "wrk",
         f"-t{threads}",
@@ -132,7 +134,7 @@ def run_wrk(
         f"--timeout={timeout_s:g}s",
         "--latency",
         "-s",
-        str(POST_LUA),
+        str(script),
         url,
         "--",
         model,

@@ -65,6 +65,8 @@ class Plan:
     cache_rounds: int
     cache_round_s: float
     vector_queries: int
+    worker_rounds: int
+    worker_round_s: float
 
     @property
     def hop_s(self) -> float:
@@ -86,9 +88,13 @@ class Plan:
     def cache_s(self) -> float:
         return self.cache_rounds * self.cache_round_s
 
+    @property
+    def worker_s(self) -> float:
+        return self.worker_rounds * self.worker_round_s
 
-FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5, 5, 3, 3, 4, 200_000, 5, 2, 200)
-QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3, 1, 2, 1, 3, 20_000, 1, 2, 50)
+
+FULL = Plan(5, 3, 2, 3, 5, 256, 200, 10, 500, 5, 5, 3, 3, 4, 200_000, 5, 2, 200, 3, 4)
+QUICK = Plan(1, 2, 1, 1, 3, 256, 30, 3, 500, 3, 1, 2, 1, 3, 20_000, 1, 2, 50, 1, 2)
 
 
 def chat_url(port: int) -> str:

