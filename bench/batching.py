@@ -132,13 +132,6 @@ def drained(child: Child) -> Counters:
 # --- the workers ------------------------------------------------------------------------
 
 
-def start_worker(group: ProcessGroup, spec: WorkerSpec) -> Child:
-    """Spawn a worker; return once it listens (the model loads after that)."""
-    child = group.spawn(f"worker-{spec.name}", spec.argv(), python_env())
-    wait_listening_line(child, START_TIMEOUT_S)
-    return child
-
-
 def _loaded_line(child: Child) -> dict[str, object]:
     """The worker's `model loaded` log line (device, seconds), or {}."""
     with child.stdout_path.open("rb") as stream:
@@ -303,8 +296,9 @@ def run_worker(group: ProcessGroup, plan: Plan, out: Path) -> WorkerRun:
     specs = (BATCHING_OFF, BATCHING_ON)
     children: list[Child] = []
     try:
-        for spec in specs:
-            children.append(start_worker(group, spec))
+        for spec in specs:  # the model loads after the listening line
+            children.append(group.spawn(f"worker-{spec.name}", spec.argv(), python_env()))
+            wait_listening_line(children[-1], START_TIMEOUT_S)
         processes = [_ready(c, s, started) for c, s in zip(children, specs, strict=True)]
         rows = measure_workers(children[0], children[1], plan)
         processes = [
@@ -314,14 +308,14 @@ def run_worker(group: ProcessGroup, plan: Plan, out: Path) -> WorkerRun:
     finally:
         for child in children:
             group.release(child)
-    off, on = (_with_logs(p, c, out) for p, c in zip(processes, children, strict=True))
+            keep_gateway_logs(child, out, child.name)  # kept when a run failed, too
+    off, on = (_with_logs(p, c) for p, c in zip(processes, children, strict=True))
     return WorkerRun(
         WORKER_MODEL, MAX_QUEUE, plan.worker_rounds, plan.worker_round_s, off, on, rows
     )
 
 
-def _with_logs(process: WorkerProcess, child: Child, out: Path) -> WorkerProcess:
-    """Once the worker has stopped: count its problem log lines, keep its logs."""
+def _with_logs(process: WorkerProcess, child: Child) -> WorkerProcess:
+    """Once the worker has stopped: its log lines at warning level or worse."""
     problems, samples = gateway_log_problems(child)
-    keep_gateway_logs(child, out, child.name)
     return replace(process, problem_lines=problems, problem_samples=samples)

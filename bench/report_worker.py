@@ -118,12 +118,12 @@ def worker_section(run: WorkerRun | None, round_s: float) -> list[str]:
         "",
         "*mean batch* and *texts embedded*: the `aigw_worker_batch_size` histogram's"
         " count and sum over each run, read from `/metrics` once the worker's queue is"
-        " empty again (wrk stops with a request on every connection; the worker finishes"
-        " them). *CPU µs/text* = the worker process's CPU (every thread) over the run and"
-        " that drain / texts embedded; *% of a core* = that x RPS (two cores: up to"
-        " 200%). Errors: socket errors (timeout: 5 s) + non-2xx, 503s from a full queue"
-        f" included. For scale, NVIDIA's Triton guide shows ~{TRITON_SPEEDUP:g}x from"
-        " dynamic batching on a GPU.",
+        " empty again (wrk stops with a request on every connection; the worker drops"
+        " those still queued and finishes the batch it is running). *CPU µs/text* = the"
+        " worker process's CPU (every thread) over the run and that drain / texts"
+        " embedded; *% of a core* = that x RPS (two cores: up to 200%). Errors: socket"
+        " errors (timeout: 5 s) + non-2xx, 503s from a full queue included. For scale,"
+        f" NVIDIA's Triton guide shows ~{TRITON_SPEEDUP:g}x from dynamic batching on a GPU.",
         "",
         *table(process_header, _process_rows(run)),
         *_problem_lines(run),

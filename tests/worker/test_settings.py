@@ -156,3 +156,15 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     assert problems_of(lambda: load_worker_settings(empty)) == [
         "models: List should have at least 1 item after validation, not 0"
     ]
+
+
+def test_threads_flag_applies_to_every_model() -> None:
+    from aigw.worker.main import build_parser, settings_from
+
+    here = str(Path(__file__).parent)  # any existing directory passes the path check
+    args = build_parser().parse_args(
+        ["--model", f"a=embedding:{here}", "--model", f"b=classification:{here}", "--threads", "1"]
+    )
+    assert [m.threads for m in settings_from(args).models] == [1, 1]
+    default = settings_from(build_parser().parse_args(["--model", f"a=embedding:{here}"]))
+    assert default.models[0].threads == 0  # every usable CPU

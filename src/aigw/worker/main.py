@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-queue-delay-ms", type=float, help="longest wait to fill a batch (default 5)"
     )
     parser.add_argument("--max-queue", type=int, help="items waiting per model (default 256)")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default 0: every usable CPU)"
+    )
     return parser
 
 
@@ -170,6 +173,7 @@ def settings_from(args: argparse.Namespace) -> WorkerSettings:
         max_batch_size=args.max_batch_size,
         max_queue_delay_ms=args.max_queue_delay_ms,
         max_queue=args.max_queue,
+        threads=args.threads,
     )
     if args.config is not None:
         settings = load_worker_settings(args.config, overrides)

@@ -67,10 +67,10 @@ def resolve_device(spec: str) -> str:
     raise ValueError(f"device must be auto, cpu or cuda, not {spec!r}")
 
 
-def load_runner(name: str, kind: Kind, path: Path, device: str) -> Runner:
+def load_runner(name: str, kind: Kind, path: Path, device: str, threads: int = 0) -> Runner:
     """Load the model in ``path`` (a local directory) onto ``device`` as a runner."""
     if device == "cpu":
-        torch.set_num_threads(_usable_cpus())
+        torch.set_num_threads(threads or _usable_cpus())
     if kind == "embedding":
         return SentenceEmbeddingRunner(name, path, device)
     if kind == "classification":

@@ -38,7 +38,7 @@ def load_model(settings: WorkerModelSettings) -> Runner:
     from aigw.worker.runners import load_runner, resolve_device, resolve_path
 
     path, device = resolve_path(settings.path), resolve_device(settings.device)
-    return load_runner(settings.name, settings.kind, path, device)
+    return load_runner(settings.name, settings.kind, path, device, settings.threads)
 
 
 class ModelSlot:

@@ -43,6 +43,9 @@ class WorkerModelSettings(_Strict):
     max_batch_size: Annotated[int, Field(ge=1)] = 32
     max_queue_delay_ms: Annotated[float, Field(ge=0)] = 5.0
     max_queue: Annotated[int, Field(ge=1)] = 256  # items (texts, prompts) waiting or running
+    # torch's intra-op threads on CPU, process-wide; 0 = every usable CPU. Fewer is better
+    # when the worker shares its cores: spinning threads collapse under contention.
+    threads: Annotated[int, Field(ge=0)] = 0
     max_new_tokens: Annotated[int, Field(ge=1)] = 256  # generation: the cap on max_tokens
     max_texts: Annotated[int, Field(ge=1)] = 100  # classification: texts per request
 
@@ -76,10 +79,11 @@ class Overrides:
     max_batch_size: int | None = None
     max_queue_delay_ms: float | None = None
     max_queue: int | None = None
+    threads: int | None = None
 
 
 SERVER_FLAGS = ("host", "port")
-MODEL_FLAGS = ("device", "max_batch_size", "max_queue_delay_ms", "max_queue")
+MODEL_FLAGS = ("device", "max_batch_size", "max_queue_delay_ms", "max_queue", "threads")
 
 
 def load_worker_settings(
