@@ -233,18 +233,22 @@ class Settings(_Strict):
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    return parse_settings(read_yaml(path), os.environ if environ is None else environ)
+
+
+def read_yaml(path: str | Path) -> object:
+    """A settings file's YAML; a ``ConfigError`` naming the line if it cannot be read."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML at {where}: {problem}"]) from None
-    return parse_settings(data, os.environ if environ is None else environ)
 
 
 def parse_settings(data: object, environ: Mapping[str, str]) -> Settings:

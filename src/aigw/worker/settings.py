@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from aigw.errors import ConfigError
-from aigw.settings import _describe, _interpolate
+from aigw.settings import _describe, _interpolate, read_yaml
 from aigw.worker.contract import Kind
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -89,17 +88,7 @@ MODEL_FLAGS = ("device", "max_batch_size", "max_queue_delay_ms", "max_queue", "t
 def load_worker_settings(
     path: str | Path, overrides: Overrides = Overrides(), environ: Mapping[str, str] | None = None
 ) -> WorkerSettings:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path}: invalid YAML at {where}: {problem}"]) from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(["(top level): expected a mapping with at least `models:`"])
     problems: list[str] = []
