@@ -1,0 +1,1 @@
+"""Rate limiting: pure limiter cores (``algorithms``) and their atomic Redis twins."""
