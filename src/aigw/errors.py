@@ -8,6 +8,8 @@ OpenAI error ``type`` and a stable ``code``. The HTTP ingress renders them as
     ├── InvalidRequest                400 invalid_request
     │   ├── MalformedJSON             400 invalid_json
     │   └── UnsupportedByProvider     400 unsupported_by_provider
+    ├── AdminUnauthorized             401 invalid_admin_key
+    ├── AdminDisabled                 403 admin_disabled
     ├── RouteNotFound                 404 not_found
     ├── ModelNotFound                 404 model_not_found
     ├── MethodNotAllowed              405 method_not_allowed
@@ -72,6 +74,18 @@ class MalformedJSON(InvalidRequest):
 
 class UnsupportedByProvider(InvalidRequest):
     code = "unsupported_by_provider"
+
+
+class AdminUnauthorized(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_key"
+
+
+class AdminDisabled(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "admin_disabled"
 
 
 class RouteNotFound(GatewayError):

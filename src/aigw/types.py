@@ -77,6 +77,16 @@ class StreamResponse:
 
 
 Result = GatewayResponse | StreamResponse
+
+
+async def close_stream(chunks: AsyncIterator[bytes]) -> None:
+    """Close a stream now (an async generator's ``aclose``), not whenever GC gets to it:
+    closing is what cancels the upstream call behind it."""
+    closer = getattr(chunks, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
 Next = Callable[[GatewayRequest], Awaitable[Result]]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from aigw.types import GatewayResponse, Result
+from aigw.types import GatewayResponse, Result, close_stream
 
 
 class Flight:
@@ -97,6 +97,4 @@ async def _closing(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for chunk in chunks:
             yield chunk
     finally:
-        closer = getattr(chunks, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_stream(chunks)

@@ -12,20 +12,8 @@ from typing import Any
 
 import orjson
 
-from aigw.errors import GatewayError, RouteNotFound
+from aigw.errors import AdminDisabled, AdminUnauthorized, RouteNotFound
 from aigw.http.server import Request, Response
-
-
-class AdminUnauthorized(GatewayError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_admin_key"
-
-
-class AdminDisabled(GatewayError):
-    status = 403
-    type = "permission_error"
-    code = "admin_disabled"
 
 
 def admin_response(

@@ -34,7 +34,14 @@ from aigw.observability.metrics import Metrics
 from aigw.providers import anthropic_inbound
 from aigw.providers.base import settle_usage
 from aigw.providers.sse import frame
-from aigw.types import Endpoint, GatewayRequest, GatewayResponse, Result, StreamResponse
+from aigw.types import (
+    Endpoint,
+    GatewayRequest,
+    GatewayResponse,
+    Result,
+    StreamResponse,
+    close_stream,
+)
 
 Pipeline = Callable[[GatewayRequest], Awaitable[Result]]
 
@@ -166,9 +173,7 @@ class HttpIngress:
             status, code = 500, "internal_error"
             yield _error_event(req.endpoint, GatewayError("internal error"))
         finally:
-            closer = getattr(result.chunks, "aclose", None)
-            if closer is not None:
-                await closer()
+            await close_stream(result.chunks)
             self._finish(req, request, started, status, code)
 
     def _finish_soon(

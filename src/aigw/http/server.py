@@ -21,6 +21,7 @@ from typing import cast
 import httptools
 
 from aigw.errors import GatewayError, HeadersTooLarge, InvalidRequest, PayloadTooLarge
+from aigw.types import close_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,9 +355,7 @@ class HttpProtocol(asyncio.Protocol):
             self._drop(reset=True)
             return False
         finally:
-            closer = getattr(chunks, "aclose", None)
-            if closer is not None:
-                await closer()
+            await close_stream(chunks)
         if transport.is_closing():
             return False
         transport.write(b"0\r\n\r\n")

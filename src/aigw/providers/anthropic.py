@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 
 from aigw.errors import InvalidRequest, UnsupportedByProvider, UpstreamError, UpstreamProtocolError
-from aigw.providers.anthropic_native import native_body, relay_native
 from aigw.providers.anthropic_stream import (
     StreamTranslator,
     finish_reason,
@@ -23,7 +22,13 @@ from aigw.providers.anthropic_stream import (
     prompt_tokens,
     token_count,
 )
-from aigw.providers.base import Provider, UpstreamCall, usage_from
+from aigw.providers.base import (
+    Provider,
+    UpstreamCall,
+    forwarded_body,
+    relay_noting_usage,
+    usage_from,
+)
 from aigw.providers.sse import DONE, SSEDecoder, SSEEvent, frame
 from aigw.settings import DeploymentSettings
 from aigw.types import Endpoint, GatewayRequest, Usage
@@ -52,7 +57,7 @@ class AnthropicProvider(Provider):
 
     def build(self, req: GatewayRequest) -> UpstreamCall:
         if req.endpoint is Endpoint.MESSAGES:
-            return UpstreamCall(self.target, self.headers, native_body(req, self.upstream_model))
+            return UpstreamCall(self.target, self.headers, forwarded_body(req, self.upstream_model))
         if req.endpoint is not Endpoint.CHAT:
             raise UnsupportedByProvider(
                 f"model {req.model!r} is served by Anthropic, which supports only "
@@ -72,7 +77,7 @@ class AnthropicProvider(Provider):
 
     def relay(self, req: GatewayRequest, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         if req.endpoint is Endpoint.MESSAGES:
-            return relay_native(req, chunks)
+            return relay_noting_usage(req, chunks)
         return self._translate(req, chunks)
 
     async def _translate(

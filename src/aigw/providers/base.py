@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError, UpstreamError, UpstreamRejected
+from aigw.providers.sse import SSEDecoder
 from aigw.settings import DeploymentSettings
 from aigw.types import GatewayRequest, Usage
 from aigw.upstream.client import Origin, Timeouts, parse_base_url
@@ -94,6 +95,49 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     if isinstance(err, str):
         return err, None, None
     return "", None, None
+
+
+def forwarded_body(req: GatewayRequest, upstream_model: str) -> bytes:
+    """The fast path: the body as received, re-encoded only when the model name changes."""
+    if req.model == upstream_model:
+        return req.raw
+    body = dict(req.body)
+    body["model"] = upstream_model
+    return orjson.dumps(body)
+
+
+async def relay_noting_usage(
+    req: GatewayRequest, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """Relay an SSE stream byte for byte, reading usage from the events that carry it.
+
+    OpenAI sends it once (top-level ``usage``); Anthropic in parts (``message.usage`` in
+    message_start, ``usage`` in message_delta), so the counts seen are merged by maximum.
+    """
+    decoder = SSEDecoder()
+    async for chunk in chunks:
+        for event in decoder.feed(chunk):
+            if b'"usage"' in event.data:
+                _note_usage(req, event.data)
+        yield chunk
+
+
+def _note_usage(req: GatewayRequest, data: bytes) -> None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(value, dict):
+        return
+    message = value.get("message")
+    found = usage_from(message if isinstance(message, dict) else value)
+    if found is None:
+        return
+    seen = req.usage or Usage()
+    req.usage = Usage(
+        max(seen.prompt_tokens, found.prompt_tokens),
+        max(seen.completion_tokens, found.completion_tokens),
+    )
 
 
 def settle_usage(req: GatewayRequest) -> Usage | None:

@@ -13,8 +13,13 @@ import orjson
 
 from aigw.errors import UpstreamProtocolError
 from aigw.providers.anthropic_inbound import chat_to_message, messages_to_chat, relay_as_messages
-from aigw.providers.base import Provider, UpstreamCall, usage_from
-from aigw.providers.sse import SSEDecoder
+from aigw.providers.base import (
+    Provider,
+    UpstreamCall,
+    forwarded_body,
+    relay_noting_usage,
+    usage_from,
+)
 from aigw.types import Endpoint, GatewayRequest, Usage
 
 PATHS = {
@@ -43,11 +48,7 @@ class OpenAIProvider(Provider):
     def body(self, req: GatewayRequest) -> bytes:
         if req.endpoint is Endpoint.MESSAGES:
             return orjson.dumps(messages_to_chat(req.body, self.upstream_model))
-        if req.model == self.upstream_model:
-            return req.raw
-        body = dict(req.body)
-        body["model"] = self.upstream_model
-        return orjson.dumps(body)
+        return forwarded_body(req, self.upstream_model)
 
     def parse(self, req: GatewayRequest, body: bytes) -> bytes:
         if req.endpoint is Endpoint.MESSAGES:
@@ -60,7 +61,7 @@ class OpenAIProvider(Provider):
             return relay_as_messages(
                 chunks, req.model, f"msg_{req.request_id}", lambda p, c: _set_usage(req, p, c)
             )
-        return self._relay(req, chunks)
+        return relay_noting_usage(req, chunks)
 
     def _as_message(self, req: GatewayRequest, body: bytes) -> bytes:
         try:
@@ -72,21 +73,6 @@ class OpenAIProvider(Provider):
         message = chat_to_message(data, req.model, fallback_id=req.request_id)
         req.usage = usage_from(data)
         return orjson.dumps(message)
-
-    async def _relay(
-        self, req: GatewayRequest, chunks: AsyncIterator[bytes]
-    ) -> AsyncIterator[bytes]:
-        decoder = SSEDecoder()
-        async for chunk in chunks:
-            for event in decoder.feed(chunk):
-                if b'"usage"' in event.data:
-                    try:
-                        usage = usage_from(orjson.loads(event.data))
-                    except orjson.JSONDecodeError:
-                        continue
-                    if usage is not None:
-                        req.usage = usage
-            yield chunk
 
 
 class AzureProvider(OpenAIProvider):
@@ -107,7 +93,7 @@ class AzureProvider(OpenAIProvider):
 
     def body(self, req: GatewayRequest) -> bytes:
         if req.endpoint is Endpoint.MESSAGES:
-            return orjson.dumps(messages_to_chat(req.body, self.upstream_model))
+            return super().body(req)
         return req.raw  # Azure takes the model from the URL
 
 

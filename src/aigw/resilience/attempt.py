@@ -16,7 +16,7 @@ from aigw.observability.metrics import Metrics
 from aigw.providers.base import Provider
 from aigw.resilience.retry import is_retryable, parse_retry_after
 from aigw.routing.state import DeploymentState
-from aigw.types import GatewayRequest, GatewayResponse, Result, StreamResponse
+from aigw.types import GatewayRequest, GatewayResponse, Result, StreamResponse, close_stream
 from aigw.upstream.client import UpstreamClient, UpstreamResponse
 
 ERROR_BODY_LIMIT = 1024 * 1024
@@ -124,6 +124,4 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         async for chunk in rest:
             yield chunk
     finally:
-        closer = getattr(rest, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close_stream(rest)

@@ -26,7 +26,7 @@ from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.settings import IdempotencySettings
 from aigw.state.base import StateBackend, StateUnavailable
-from aigw.types import GatewayRequest, GatewayResponse, Next, Result, StreamResponse
+from aigw.types import GatewayRequest, GatewayResponse, Next, Result, StreamResponse, close_stream
 
 PENDING_TTL_FLOOR_S = 30.0
 REPLAYED = (b"idempotent-replayed", b"true")
@@ -101,9 +101,7 @@ class IdempotencyStage:
                 yield chunk
             complete = True
         finally:
-            closer = getattr(chunks, "aclose", None)
-            if closer is not None:  # a client that left cancels the upstream now, not at GC
-                await closer()
+            await close_stream(chunks)  # a client that left cancels the upstream now
             body = b"".join(parts)
             if complete and size <= self.settings.max_response_bytes and not _failed(body):
                 await self._store(key, digest, body, content_type, True, done)

@@ -37,11 +37,11 @@ from aigw.errors import (
 )
 from aigw.http.server import Request, Response, StreamingResponse
 from aigw.observability.logs import JsonLog
+from aigw.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aigw.providers.sse import frame
 from aigw.worker import openai_wire as wire
 from aigw.worker.batcher import BatcherClosed, QueueFull
 from aigw.worker.contract import Generated, Kind
-from aigw.worker.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from aigw.worker.metrics import GpuProbe, WorkerMetrics
 from aigw.worker.server import Generation, ModelSlot
 
