@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from aigw.cache.lru import ByteLRU
 from aigw.cache.stage import CacheStage, Semantic
+from aigw.limits.capacity import Capacity
+from aigw.limits.rules import Rule, build_rules
+from aigw.limits.shedding import Shedder, ShedStage
+from aigw.limits.stage import LimitStage
+from aigw.limits.tokens import TokenCounter
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.providers.registry import make_provider
@@ -26,13 +31,21 @@ from aigw.routing.group import ModelGroup, Router
 from aigw.routing.health_check import HealthChecks
 from aigw.routing.state import DeploymentState
 from aigw.routing.view import snapshot
-from aigw.settings import DeploymentSettings, ModelSettings, Settings
+from aigw.settings import (
+    DeploymentSettings,
+    LimitsSettings,
+    ModelSettings,
+    Settings,
+    SheddingSettings,
+)
 from aigw.state.base import StateBackend
 from aigw.state.factory import make_state
 from aigw.types import Next, Stage
 from aigw.upstream.client import UpstreamClient
 
 if TYPE_CHECKING:
+    from redis import asyncio as aioredis
+
     from aigw.cache.semantic import SemanticCache
 
 
@@ -55,6 +68,52 @@ class Services:
     l1: ByteLRU | None
     rng: random.Random
     semantic: SemanticCache | None = None
+    shedder: Shedder | None = None
+    counter: TokenCounter | None = None
+    redis: aioredis.Redis | None = None  # the limits' own client, made on first use
+
+    def token_counter(self, mode: str) -> TokenCounter:
+        if self.counter is None or self.counter.mode != mode:
+            self.counter = TokenCounter(mode)
+            self.counter.warm()  # at start-up or reload, never on a request
+        return self.counter
+
+    def limits_redis(self, settings: Settings) -> aioredis.Redis | None:
+        backend = settings.limits.backend
+        if backend == "memory" or (backend == "auto" and settings.state.backend != "redis"):
+            return None
+        if self.redis is None:
+            from redis import asyncio as aioredis
+
+            timeout = max(settings.limits.backend_timeout_s, 0.05)
+            self.redis = aioredis.Redis.from_url(
+                settings.state.url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                max_connections=256,
+            )  # fmt: skip
+        return self.redis
+
+    def load_shedder(self, settings: SheddingSettings) -> Shedder:
+        """The process's shedder; a reload changes its bounds but keeps who is in flight."""
+        if self.shedder is None:
+            metrics = self.metrics
+            priorities = settings.priorities
+
+            def on_shed(rank: int, reason: str) -> None:
+                name = priorities[rank] if rank < len(priorities) else str(rank)
+                metrics.shed.labels(name, reason).inc()
+
+            self.shedder = Shedder(
+                settings.max_in_flight, settings.queue, settings.queue_timeout_s,
+                settings.retry_after_s, on_shed,
+            )  # fmt: skip
+            shedder = self.shedder
+            metrics.shed_queue.set_function(lambda: shedder.queued)
+        else:
+            self.shedder.reconfigure(
+                settings.max_in_flight, settings.queue, settings.queue_timeout_s,
+                settings.retry_after_s,
+            )  # fmt: skip
+        return self.shedder
 
     def semantic_cache(self, settings: Settings) -> SemanticCache:
         """The process's semantic index, made on first use (numpy loads only then)."""
@@ -81,6 +140,8 @@ class Services:
             await self.semantic.close()
         await self.client.close()
         await self.state.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
 @dataclass(slots=True)
@@ -88,6 +149,7 @@ class GatewayRuntime:
     """Everything built from one settings file; swapped whole on reload."""
 
     settings: Settings
+    rules: list[Rule]
     router: Router
     pipeline: Next
     model_names: list[str]
@@ -122,20 +184,49 @@ def build_runtime(
         for m in settings.models
     ]
     router = Router(groups)
-    stages: list[Stage] = []  # authenticate, admit, cache … join here, in this order
+    limits = settings.limits
+    deployments = [d for m in settings.models for d in m.deployments]
+    tokens_needed = any(r.tokens for r in limits.rules) or any(d.tpm for d in deployments)
+    counter = services.token_counter(limits.token_counting if tokens_needed else "estimate")
+    redis = services.limits_redis(settings)
+    capacity = None
+    if any(d.rpm or d.tpm for d in deployments):
+        timeout = limits.backend_timeout_s
+        capacity = Capacity(deployments, redis, timeout, counter, limits.completion_tokens, metrics)
+    stages: list[Stage] = []  # authenticate, shed, admit, cache … join here, in this order
+    if settings.shedding.max_in_flight:
+        shed = settings.shedding
+        shedder = services.load_shedder(shed)
+        stages.append(
+            ShedStage(shedder, shed.priority_header, shed.priorities, shed.default_priority)
+        )
     if settings.idempotency.enabled:
         stages.append(IdempotencyStage(state, settings.idempotency, metrics, log))
-    executor = Executor(router, client, metrics, rng)
+    executor = Executor(router, client, metrics, rng, capacity)
     modes = {m.name: m.cache for m in settings.models if m.cache != "off"}
+    cache = None
     if modes:
         l2 = state if settings.cache.l2 and settings.state.backend == "redis" else None
         semantic = _semantic(settings, services, executor)
-        stages.append(CacheStage(settings.cache, modes, services.l1, l2, metrics, log, semantic))
+        cache = CacheStage(settings.cache, modes, services.l1, l2, metrics, log, semantic)
+    if limits.rules:
+        rules = _reusable_rules(previous, limits) or build_rules(limits, redis)
+        upstream = {m.name: m.deployments[0].model for m in settings.models}
+        stale = frozenset(m.name for m in settings.models if m.on_limited == "cache")
+        stages.append(
+            LimitStage(
+                rules, counter, upstream, limits.completion_tokens, metrics, log,
+                cache.stale if cache else None, stale,
+            )
+        )  # fmt: skip
+    if cache is not None:
+        stages.append(cache)
     pipeline = chain(stages, executor)
     names = [m.name for m in settings.models]
     metrics.known_models = frozenset(names)
     return GatewayRuntime(
         settings=settings,
+        rules=rules if limits.rules else [],
         router=router,
         pipeline=pipeline,
         model_names=names,
@@ -157,6 +248,13 @@ def _reusable_states(
         for g in previous.router.groups.values()
         for d in g.deployments
     }
+
+
+def _reusable_rules(previous: GatewayRuntime | None, limits: LimitsSettings) -> list[Rule]:
+    """A reload keeps the limits' counters when the limits did not change."""
+    if previous is None or previous.settings.limits != limits:
+        return []
+    return previous.rules
 
 
 def _policy(model: ModelSettings) -> ModelSettings:

@@ -16,12 +16,16 @@ OpenAI error ``type`` and a stable ``code``. The HTTP ingress renders them as
     ├── PayloadTooLarge               413 request_too_large
     ├── HeadersTooLarge               431 headers_too_large
     ├── IdempotencyConflict           422 idempotency_key_reused
+    ├── RateLimited                   429 rate_limit_exceeded (type requests|tokens|…)
+    │   └── CapacityExhausted         429 capacity_exhausted (every deployment at its rpm/tpm)
     ├── UpstreamRejected              4xx passed through from the upstream
     ├── UpstreamError                 502 upstream_error
     │   ├── UpstreamConnectError      502 upstream_connect_error
     │   └── UpstreamProtocolError     502 upstream_protocol_error
     ├── ServiceUnavailable            503 unavailable
-    │   └── NoDeploymentAvailable     503 no_deployment_available
+    │   ├── NoDeploymentAvailable     503 no_deployment_available
+    │   ├── Overloaded                503 overloaded (load shedding)
+    │   └── LimitsUnavailable         503 rate_limiter_unavailable (fail-closed limit)
     └── DeadlineExceeded              504 deadline_exceeded
 
 ``ConfigError`` is not a request error: it lists every problem found in a
@@ -124,6 +128,23 @@ class IdempotencyConflict(GatewayError):
     code = "idempotency_key_reused"
 
 
+class RateLimited(GatewayError):
+    """A limit said no. ``type`` names what ran out, as OpenAI does: requests, tokens…"""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.type = kind
+
+
+class CapacityExhausted(RateLimited):
+    """Every deployment of a model group is at its own rpm/tpm: a fallback may help."""
+
+    code = "capacity_exhausted"
+
+
 class UpstreamRejected(GatewayError):
     """The upstream refused the request (4xx); its status and message pass through."""
 
@@ -172,6 +193,18 @@ class NoDeploymentAvailable(ServiceUnavailable):
     """Every deployment of the group is open-circuited, ejected or at capacity."""
 
     code = "no_deployment_available"
+
+
+class Overloaded(ServiceUnavailable):
+    """Load shedding: the gateway is at its in-flight cap and its queue is full."""
+
+    code = "overloaded"
+
+
+class LimitsUnavailable(ServiceUnavailable):
+    """A fail-closed limit could not reach its backend."""
+
+    code = "rate_limiter_unavailable"
 
 
 class DeadlineExceeded(GatewayError):

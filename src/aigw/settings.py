@@ -163,6 +163,7 @@ class ModelSettings(_Strict):
     outlier: OutlierSettings = OutlierSettings()
     health_check: HealthCheckSettings = HealthCheckSettings()
     degraded: DegradedSettings = DegradedSettings()
+    on_limited: Literal["reject", "cache"] = "reject"  # cache: serve a cached answer if any
 
     @field_validator("hash_key")
     @classmethod
@@ -219,6 +220,65 @@ class CacheSettings(_Strict):
         return value
 
 
+Algorithm = Literal["sliding_window_counter", "sliding_window_log", "token_bucket", "gcra"]
+Period = Literal["second", "minute", "hour", "day", "month"]
+PERIOD_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+DIMENSIONS = ("api_key", "user", "team", "ip", "model", "global")
+
+
+class LimitRule(_Strict):
+    """One limit: ``requests``, ``tokens`` or ``concurrent`` per value of ``by``."""
+
+    name: str = ""  # in metrics and messages; derived from the rest when empty
+    by: str = "api_key"  # api_key | user | team | ip | model | global | header:NAME
+    requests: Annotated[float, Field(gt=0)] | None = None
+    tokens: Annotated[float, Field(gt=0)] | None = None
+    concurrent: Annotated[int, Field(gt=0)] | None = None
+    per: Period = "minute"  # day and month are calendar (UTC) quotas
+    algorithm: Algorithm = "sliding_window_counter"
+    burst: Annotated[float, Field(gt=0)] | None = None  # token_bucket, gcra: default = the limit
+    models: list[str] = []  # only these model groups; empty = all
+    on_backend_error: Literal["open", "closed"] = "open"
+
+    @field_validator("by")
+    @classmethod
+    def _by(cls, value: str) -> str:
+        if value not in DIMENSIONS and not (
+            value.startswith("header:") and len(value) > len("header:")
+        ):
+            raise ValueError(f"expected one of {', '.join(DIMENSIONS)} or 'header:NAME'")
+        return value
+
+    @property
+    def kind(self) -> str:
+        if self.concurrent is not None:
+            return "concurrent"
+        return "tokens" if self.tokens is not None else "requests"
+
+    @property
+    def amount(self) -> float:
+        return self.concurrent or self.tokens or self.requests or 0.0
+
+
+class LimitsSettings(_Strict):
+    rules: list[LimitRule] = []
+    backend: Literal["auto", "memory", "redis"] = "auto"  # auto: redis when state is redis
+    backend_timeout_s: PositiveSeconds = 0.005  # per limit check; then on_backend_error
+    token_counting: Literal["exact", "estimate"] = "exact"
+    completion_tokens: Annotated[int, Field(ge=0)] = 256  # reserved without max_tokens
+    team_header: str = "x-aigw-team"  # where `by: team` reads the caller's team
+
+
+class SheddingSettings(_Strict):
+    max_in_flight: Annotated[int, Field(ge=0)] = 0  # 0 = no load shedding
+    queue: Annotated[int, Field(ge=0)] = 64  # waiting beyond the cap, at most
+    queue_timeout_s: PositiveSeconds = 0.1
+    retry_after_s: PositiveSeconds = 1.0
+    priority_header: str = "x-aigw-priority"
+    priorities: Annotated[list[str], Field(min_length=1)] = ["interactive", "batch"]
+    default_priority: str = "interactive"
+
+
 class AdminSettings(_Strict):
     key: SecretStr | None = None  # Bearer key for /admin/*; unset = the admin API is off
 
@@ -229,6 +289,8 @@ class Settings(_Strict):
     idempotency: IdempotencySettings = IdempotencySettings()
     cache: CacheSettings = CacheSettings()
     admin: AdminSettings = AdminSettings()
+    limits: LimitsSettings = LimitsSettings()
+    shedding: SheddingSettings = SheddingSettings()
     models: Annotated[list[ModelSettings], Field(min_length=1)]
 
 
@@ -338,6 +400,7 @@ def _cross_check(settings: Settings) -> list[str]:
         for fi, fallback in enumerate(m.fallbacks):
             if fallback not in names or fallback == m.name:
                 problems.append(f"models[{mi}].fallbacks[{fi}]: no other model named {fallback!r}")
+    problems += _check_limits(settings, names)
     seen_models: set[str] = set()
     seen_ids: set[str] = set()
     for mi, m in enumerate(settings.models):
@@ -352,3 +415,38 @@ def _cross_check(settings: Settings) -> list[str]:
             if not d.base_url:
                 problems.append(f"{where}.base_url: required for provider {d.provider!r}")
     return problems
+
+
+def _check_limits(settings: Settings, models: set[str]) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for ri, rule in enumerate(settings.limits.rules):
+        where = f"limits.rules[{ri}]"
+        given = [k for k in ("requests", "tokens", "concurrent") if getattr(rule, k) is not None]
+        if len(given) != 1:
+            problems.append(f"{where}: set exactly one of requests, tokens, concurrent")
+            continue
+        if rule.per in ("day", "month") and rule.algorithm != "sliding_window_counter":
+            problems.append(f"{where}.algorithm: a per-{rule.per} quota is a calendar counter")
+        if rule.burst is not None and rule.algorithm not in ("token_bucket", "gcra"):
+            problems.append(f"{where}.burst: only for token_bucket and gcra")
+        for mi, model in enumerate(rule.models):
+            if model not in models:
+                problems.append(f"{where}.models[{mi}]: no model named {model!r}")
+        name = rule_name(rule)
+        if name in seen:
+            problems.append(f"{where}.name: duplicate limit name {name!r}")
+        seen.add(name)
+    shedding = settings.shedding
+    if shedding.default_priority not in shedding.priorities:
+        problems.append("shedding.default_priority: not one of shedding.priorities")
+    return problems
+
+
+def rule_name(rule: LimitRule) -> str:
+    """A limit's name: as given, or ``<by>-<kind>[-per-<period>]``, e.g.
+    ``api_key-requests-per-minute``."""
+    if rule.name:
+        return rule.name
+    base = f"{rule.by}-{rule.kind}"
+    return base if rule.concurrent is not None else f"{base}-per-{rule.per}"

@@ -50,6 +50,17 @@ class GatewayRequest:
     usage: Usage | None = None
     # An OpenAI-shaped answer whose usage is read after the answer has been sent.
     usage_body: bytes | None = None
+    prompt_estimate: int = -1  # prompt tokens counted before the call; -1 = not counted
+    # Headers for the answer whatever it is, errors included (rate-limit headers).
+    reply_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Called once by the ingress when the answer is complete (after a stream's last
+    # byte), with the HTTP status: where stages give back what they took.
+    finishers: list[Callable[[GatewayRequest, int], None]] = field(default_factory=list)
+
+    def finish(self, status: int) -> None:
+        finishers, self.finishers = self.finishers, []
+        for finisher in reversed(finishers):
+            finisher(self, status)
 
 
 @dataclass(slots=True)
@@ -77,6 +88,18 @@ class StreamResponse:
 
 
 Result = GatewayResponse | StreamResponse
+
+
+def end_user(body: dict[str, Any]) -> str | None:
+    """The end user a client names: OpenAI's ``user``, or Anthropic's metadata.user_id."""
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        return user
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        user = metadata.get("user_id")
+        return user if isinstance(user, str) and user else None
+    return None
 
 
 async def close_stream(chunks: AsyncIterator[bytes]) -> None:

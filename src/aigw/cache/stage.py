@@ -123,6 +123,19 @@ class CacheStage:
             self.metrics.cache_joins.inc()
         return await self._from_flight(req, flight)
 
+    async def stale(self, req: GatewayRequest) -> Result | None:
+        """The cached answer to ``req`` if there is one, whatever the cache policy says
+        about this request: for a request that may not go upstream (it was limited)."""
+        if self.modes.get(req.model, "off") == "off" or req.endpoint not in CACHED:
+            return None
+        key = cache_key(req.endpoint.value, req.model, self._namespace(req), req.body)
+        hit = await self._lookup(key, CacheControl())
+        if hit is None:
+            return None
+        level, created, body = hit
+        self.metrics.cache_requests.labels(level, "hit").inc()
+        return _serve(req, body, level, created)
+
     def _namespace(self, req: GatewayRequest) -> str:
         spec = self.settings.namespace
         if spec == "shared":

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
 import re
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -136,8 +137,9 @@ class HttpIngress:
             result = await runtime.pipeline(req)
         except GatewayError as err:
             self._finish_soon(req, request, started, err.status, err.code)
-            if err.retry_after is not None:
-                headers.append((b"retry-after", b"%d" % max(1, round(err.retry_after))))
+            headers += req.reply_headers
+            if err.retry_after is not None and err.retry_after < 86400:
+                headers.append((b"retry-after", b"%d" % max(1, math.ceil(err.retry_after))))
             return Response(_error_json(endpoint, err), err.status, headers=headers)
         except asyncio.CancelledError:
             self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
@@ -148,16 +150,25 @@ class HttpIngress:
             body = _error_json(endpoint, GatewayError("internal error"))
             return Response(body, 500, headers=headers)
         headers += result.headers
+        if req.reply_headers:
+            headers += req.reply_headers
         if isinstance(result, GatewayResponse):
             self._finish_soon(req, request, started, result.status, None)
             return Response(result.body, result.status, result.content_type, headers)
-        return StreamingResponse(
-            self._stream(req, request, result, started), result.status, result.content_type, headers
-        )
+        relay = _Relay(self._stream(req, request, result, started))
+        relay.on_unstarted = lambda: self._unstarted(req, request, result, started)
+        return StreamingResponse(relay, result.status, result.content_type, headers)
+
+    async def _unstarted(
+        self, req: GatewayRequest, request: Request, result: StreamResponse, started: float
+    ) -> None:
+        """The client left before the stream began: close the upstream, account once."""
+        await close_stream(result.chunks)
+        self._finish(req, request, started, CLIENT_CLOSED, "client_closed")
 
     async def _stream(
         self, req: GatewayRequest, request: Request, result: StreamResponse, started: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         status: int = CLIENT_CLOSED
         code: str | None = "client_closed"
         try:
@@ -193,6 +204,8 @@ class HttpIngress:
     ) -> None:
         self.in_flight -= 1
         usage = settle_usage(req)
+        if req.finishers:
+            req.finish(status)
         self.metrics.request_done(req.endpoint.value, req.model, status, seconds, usage)
         if not self.runtime.access_log:
             return
@@ -230,6 +243,31 @@ class HttpIngress:
         if name not in self.runtime.model_names:
             raise ModelNotFound(f"The model `{name}` does not exist", param="model")
         return Response(orjson.dumps(_model_card(name)))
+
+
+class _Relay:
+    """The stream handed to the server. An async generator that is closed before its
+    first step never runs its ``finally``; this one still accounts for the request."""
+
+    __slots__ = ("gen", "on_unstarted", "started")
+
+    def __init__(self, gen: AsyncGenerator[bytes, None]) -> None:
+        self.gen = gen
+        self.started = False
+        self.on_unstarted: Callable[[], Awaitable[None]] | None = None
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    def __anext__(self) -> Awaitable[bytes]:
+        self.started = True
+        return self.gen.__anext__()
+
+    async def aclose(self) -> None:
+        if not self.started and self.on_unstarted is not None:
+            self.started = True
+            await self.on_unstarted()
+        await self.gen.aclose()
 
 
 def _error_json(endpoint: Endpoint, err: GatewayError) -> bytes:

@@ -325,7 +325,8 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _write_stream(self, response: StreamingResponse, keep_alive: bool) -> bool:
         transport = self.transport
-        if transport is None:
+        if transport is None:  # the client left while the answer was being made
+            await close_stream(response.chunks)
             return False
         head = _header_block(
             response.status,

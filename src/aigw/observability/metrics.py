@@ -118,6 +118,38 @@ class Metrics:
         )  # fmt: skip
         self.cache_entries = Gauge("aigw_cache_entries", "Entries in the L1 cache.", registry=r)
         self.cache_bytes = Gauge("aigw_cache_bytes", "Bytes held by the L1 cache.", registry=r)
+        self.limit_checks = Counter(
+            "aigw_limit_checks", "Limit checks by limit, dimension and result (admitted, "
+            "limited).", ["limit", "dimension", "result"], registry=r,
+        )  # fmt: skip
+        self.limit_remaining = Gauge(
+            "aigw_limit_remaining", "What a limit had left at its last check; only limits by "
+            "model or global (per-key values would be unbounded).", ["limit"], registry=r,
+        )  # fmt: skip
+        self.limit_backend_seconds = Histogram(
+            "aigw_limit_backend_duration_seconds", "Time of one shared (Redis) limit check.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            registry=r,
+        )  # fmt: skip
+        self.limit_backend_errors = Counter(
+            "aigw_limit_backend_errors", "Limit checks whose backend failed, by limit and the "
+            "policy applied (open, closed).", ["limit", "policy"], registry=r,
+        )  # fmt: skip
+        self.limit_stale_answers = Counter(
+            "aigw_limit_cached_answers", "Limited requests answered from the cache instead.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.shed = Counter(
+            "aigw_shed_requests", "Requests turned away by load shedding, by priority class and "
+            "reason (queue_full, timeout, displaced).", ["priority", "reason"], registry=r,
+        )  # fmt: skip
+        self.shed_queue = Gauge(
+            "aigw_shed_queue_depth", "Requests waiting for an in-flight slot.", registry=r
+        )
+        self.capacity_skips = Counter(
+            "aigw_deployment_capacity_skips", "Deployments passed over because they were at "
+            "their own rpm or tpm.", ["deployment", "limit"], registry=r,
+        )  # fmt: skip
         info = Gauge("aigw_build_info", "aigw version.", ["version"], registry=r)
         info.labels(__version__).set(1)
         self.known_models: frozenset[str] = frozenset()
@@ -147,6 +179,12 @@ class Metrics:
         self._child(self.upstream_requests, deployment, outcome).inc()  # type: ignore[attr-defined]
         if seconds is not None:
             self._child(self.upstream_seconds, deployment).observe(seconds)  # type: ignore[attr-defined]
+
+    def limit_checked(self, limit: str, dimension: str, allowed: bool, remaining: float) -> None:
+        result = "admitted" if allowed else "limited"
+        self._child(self.limit_checks, limit, dimension, result).inc()  # type: ignore[attr-defined]
+        if dimension in ("global", "model"):
+            self._child(self.limit_remaining, limit).set(remaining)  # type: ignore[attr-defined]
 
     def breaker_changed(self, deployment: str, old: str, new: str) -> None:
         self.breaker_transitions.labels(deployment, new).inc()

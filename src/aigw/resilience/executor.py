@@ -17,7 +17,8 @@ import time
 
 import orjson
 
-from aigw.errors import GatewayError, NoDeploymentAvailable
+from aigw.errors import CapacityExhausted, GatewayError, NoDeploymentAvailable
+from aigw.limits.capacity import Capacity, Hold
 from aigw.observability.metrics import Metrics
 from aigw.resilience.attempt import Attempter
 from aigw.resilience.fallback import content_filtered, fallback_trigger
@@ -38,9 +39,15 @@ class _Filtered(Exception):
 
 class Executor:
     def __init__(
-        self, router: Router, client: UpstreamClient, metrics: Metrics, rng: random.Random
+        self,
+        router: Router,
+        client: UpstreamClient,
+        metrics: Metrics,
+        rng: random.Random,
+        capacity: Capacity | None = None,
     ) -> None:
         self.router = router
+        self.capacity = capacity
         self.metrics = metrics
         self.rng = rng
         self.loop = client.loop
@@ -82,10 +89,15 @@ class Executor:
         tried: list[str] = []
         last_error: GatewayError | None = None
         for attempt in range(group.settings.retry.attempts):
-            deployment = self._choose(group, now, key, tried)
+            deployment, hold, full_for = await self._choose_with_room(req, group, now, key, tried)
             if deployment is None:
                 if last_error is not None:
                     raise last_error
+                if full_for is not None:
+                    raise CapacityExhausted(
+                        f"every deployment of `{group.name}` is at its rate limit",
+                        kind="requests", retry_after=full_for,
+                    )  # fmt: skip
                 raise NoDeploymentAvailable(
                     f"no deployment of `{group.name}` can take requests now",
                     retry_after=group.retry_after(now),
@@ -94,9 +106,9 @@ class Executor:
             delay = None if req.stream else group.hedge_delay()
             try:
                 if delay is None:
-                    result = await self._attempt(req, group, deployment)
+                    result = await self._attempt(req, group, deployment, hold)
                 else:
-                    result = await self._hedged(req, group, deployment, tried, key, delay)
+                    result = await self._hedged(req, group, deployment, hold, tried, key, delay)
             except GatewayError as err:
                 last_error = err
                 if not is_retryable(err) or attempt + 1 >= group.settings.retry.attempts:
@@ -110,6 +122,27 @@ class Executor:
             return result
         assert last_error is not None
         raise last_error
+
+    async def _choose_with_room(
+        self, req: GatewayRequest, group: ModelGroup, now: float, key: str | None,
+        tried: list[str],
+    ) -> tuple[DeploymentState | None, Hold | None, float | None]:  # fmt: skip
+        """A deployment with room under its own rpm/tpm, charged for this attempt; else
+        None and, if some were only full, the seconds until the first has room again."""
+        capacity = self.capacity
+        full: list[str] = []
+        waits: list[float] = []
+        while True:
+            deployment = self._choose(group, now, key, tried + full)
+            if deployment is None or deployment.id in full:
+                return None, None, min(waits) if waits else None
+            if capacity is None or not capacity.limits(deployment.id):
+                return deployment, None, None
+            hold, wait = await capacity.take(req, deployment.id)
+            if hold is not None:
+                return deployment, hold, None
+            full.append(deployment.id)
+            waits.append(wait)
 
     def _choose(
         self, group: ModelGroup, now: float, key: str | None, tried: list[str]
@@ -142,11 +175,19 @@ class Executor:
         await asyncio.sleep(delay)
 
     async def _attempt(
-        self, req: GatewayRequest, group: ModelGroup, deployment: DeploymentState
-    ) -> Result:
+        self, req: GatewayRequest, group: ModelGroup, deployment: DeploymentState,
+        hold: Hold | None,
+    ) -> Result:  # fmt: skip
         req.attempts += 1
         started = time.perf_counter()
-        result = await self.attempter.attempt(req, deployment)
+        try:
+            result = await self.attempter.attempt(req, deployment)
+        except BaseException:
+            if hold is not None:
+                hold.failed()
+            raise
+        if hold is not None:
+            req.finishers.append(hold.finish)
         if isinstance(result, GatewayResponse):
             group.latencies.observe(time.perf_counter() - started)
         req.deployment = deployment.id
@@ -154,17 +195,22 @@ class Executor:
 
     async def _hedged(
         self, req: GatewayRequest, group: ModelGroup, first: DeploymentState,
-        tried: list[str], key: str | None, delay: float,
+        hold: Hold | None, tried: list[str], key: str | None, delay: float,
     ) -> Result:  # fmt: skip
-        tasks = [asyncio.create_task(self._attempt(req, group, first))]
+        tasks = [asyncio.create_task(self._attempt(req, group, first, hold))]
         try:
             done, _ = await asyncio.wait(tasks, timeout=delay)
             if not done:
                 second = group.choose(self.loop.time(), key, set(tried), first=False)
+                second_hold = None
+                if second is not None and self.capacity and self.capacity.limits(second.id):
+                    second_hold, _ = await self.capacity.take(req, second.id)
+                    second = second if second_hold is not None else None
                 if second is not None:
                     tried.append(second.id)
                     self.metrics.hedges.labels(group.name).inc()
-                    tasks.append(asyncio.create_task(self._attempt(req, group, second)))
+                    attempt = self._attempt(req, group, second, second_hold)
+                    tasks.append(asyncio.create_task(attempt))
             return await _first_success(tasks)
         finally:
             for task in tasks:

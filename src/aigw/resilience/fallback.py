@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from aigw.errors import GatewayError, NoDeploymentAvailable, UpstreamRejected
+from aigw.errors import CapacityExhausted, GatewayError, NoDeploymentAvailable, UpstreamRejected
 from aigw.resilience.retry import is_retryable
 from aigw.types import GatewayResponse
 
@@ -23,7 +23,7 @@ _POLICY_CODES = {"content_policy_violation", "content_filter", "content_filtered
 
 def fallback_trigger(err: GatewayError) -> str | None:
     """``exhausted``, ``context_window``, ``content_policy``, or None (no fallback)."""
-    if isinstance(err, NoDeploymentAvailable) or is_retryable(err):
+    if isinstance(err, NoDeploymentAvailable | CapacityExhausted) or is_retryable(err):
         return "exhausted"
     if isinstance(err, UpstreamRejected):
         if err.code in _CONTEXT_CODES or _CONTEXT.search(err.message):

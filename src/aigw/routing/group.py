@@ -17,7 +17,7 @@ from aigw.resilience.retry import RetryBudget
 from aigw.routing.balancers import make_balancer
 from aigw.routing.state import DeploymentState
 from aigw.settings import ModelSettings
-from aigw.types import GatewayRequest
+from aigw.types import GatewayRequest, end_user
 
 
 class ModelGroup:
@@ -103,22 +103,11 @@ def _hash_key_reader(spec: str) -> Callable[[GatewayRequest], str | None]:
         return lambda req: _decoded(req.headers.get(name))
     if spec == "api-key":
         return lambda req: _decoded(req.headers.get(b"authorization"))
-    return lambda req: _user(req)
+    return lambda req: end_user(req.body)
 
 
 def _decoded(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value else None
-
-
-def _user(req: GatewayRequest) -> str | None:
-    user = req.body.get("user")
-    if isinstance(user, str) and user:
-        return user
-    metadata = req.body.get("metadata")  # Anthropic clients put it here
-    if isinstance(metadata, dict):
-        user = metadata.get("user_id")
-        return user if isinstance(user, str) and user else None
-    return None
 
 
 class Router:

@@ -8,6 +8,7 @@ streams are acted out by raising ``AbortConnection``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
@@ -50,6 +51,8 @@ class Simulator:
         self.rng = random.Random(defaults.seed)
         self.seq = itertools.count(1)
         self.closing = asyncio.Event()
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_size = 0
         self.model_routes: dict[bytes, Route] = {
             b"/v1/chat/completions": self._chat,
             b"/v1/completions": self._completion,
@@ -117,16 +120,32 @@ class Simulator:
         except ValueError as exc:
             return _error(in_anthropic, 400, f"bad x-sim header: {exc}", request)
         fault = decide(knobs.fault, knobs.fault_rate, self.rng)
-        if knobs.latency_ms > 0:
-            await asyncio.sleep(knobs.latency_ms / 1000.0)
-        if fault is not NO_FAULT:
-            self.stats.fault(str(fault))
-            failed = await self._fail(fault, in_anthropic, request, body)
-            if failed is not None:
-                return failed
-        model = body.get("model")
-        model = model if isinstance(model, str) else deployment or "sim-model"
-        return route(request, body, model, knobs, fault)
+        self.stats.enter()
+        answer: Answer | None = None
+        try:
+            async with self._capacity(knobs.capacity):
+                if knobs.latency_ms > 0:
+                    await asyncio.sleep(knobs.latency_ms / 1000.0)
+            if fault is not NO_FAULT:
+                self.stats.fault(str(fault))
+                answer = await self._fail(fault, in_anthropic, request, body)
+                if answer is not None:
+                    return answer
+            model = body.get("model")
+            model = model if isinstance(model, str) else deployment or "sim-model"
+            answer = route(request, body, model, knobs, fault)
+            return answer
+        finally:
+            if not isinstance(answer, StreamingResponse):  # a stream leaves when it ends
+                self.stats.leave()
+
+    def _capacity(self, capacity: int) -> contextlib.AbstractAsyncContextManager[object]:
+        """Model calls beyond ``capacity`` queue here, like a busy model server's."""
+        if capacity <= 0:
+            return contextlib.nullcontext()
+        if self._slots is None or self._slots_size != capacity:
+            self._slots, self._slots_size = asyncio.Semaphore(capacity), capacity
+        return self._slots
 
     async def _fail(
         self, fault: Fault, in_anthropic: bool, request: Request, body: Body
@@ -154,6 +173,8 @@ class Simulator:
         except (asyncio.CancelledError, GeneratorExit):
             self.stats.streams_cancelled += 1
             raise
+        finally:
+            self.stats.leave()
 
     def _chat(self, request: Request, body: Body, model: str, knobs: Knobs, fault: Fault) -> Answer:
         reply = openai.chat_reply(body, knobs.completion_tokens)

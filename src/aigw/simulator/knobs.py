@@ -22,6 +22,7 @@ class Knobs:
     embedding_dims: int = 16  # unless the request names ``dimensions``
     fault: Fault = NO_FAULT
     fault_rate: float = 1.0  # probability that ``fault`` applies to a request
+    capacity: int = 0  # model calls worked on at once (the rest queue); 0 = no limit
     seed: int = 0  # for the fault dice; not settable per request
 
     def to_dict(self) -> dict[str, object]:
@@ -54,6 +55,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "embedding_dims": _int_in(1, 65_536),
     "fault": parse_fault,
     "fault_rate": parse_rate,
+    "capacity": _int_in(0, 1_000_000),
     "seed": int,
 }
 

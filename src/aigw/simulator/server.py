@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "embedding_dims": "embedding size unless the request names dimensions",
         "fault": "none | status:CODE | timeout | reset | drop:N",
         "fault_rate": "probability 0..1 that the fault applies",
+        "capacity": "model calls worked on at once, the rest queue (0: no limit)",
         "seed": "seed of the fault dice",
     }
     for name, text in helps.items():

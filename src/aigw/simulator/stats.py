@@ -22,6 +22,8 @@ class Stats:
         self.by_path: Counter[bytes] = Counter()
         self.faults: Counter[str] = Counter()
         self.streams_cancelled = 0  # streams whose client left before the end
+        self.in_flight = 0  # model calls being answered now (a stream until its end)
+        self.peak_in_flight = 0
         self.recent: deque[_Seen] = deque(maxlen=keep)
 
     def count(self, path: bytes) -> None:
@@ -33,6 +35,13 @@ class Stats:
         self.count(path)
         self.recent.append((method, path, headers, body))
 
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
     def fault(self, name: str) -> None:
         self.faults[name] += 1
 
@@ -41,6 +50,7 @@ class Stats:
         self.by_path.clear()
         self.faults.clear()
         self.streams_cancelled = 0
+        self.peak_in_flight = self.in_flight
         self.recent.clear()
 
     def to_json(self) -> bytes:
@@ -51,6 +61,8 @@ class Stats:
                 "by_path": {path.decode("latin-1"): n for path, n in self.by_path.items()},
                 "faults": dict(self.faults),
                 "streams_cancelled": self.streams_cancelled,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
                 "last": recent[-1] if recent else None,
                 "requests": recent,
             }

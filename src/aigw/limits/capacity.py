@@ -1,0 +1,194 @@
+"""Each deployment's own capacity: its ``rpm`` and ``tpm``, respected by the router.
+
+Before an attempt goes to a deployment with a capacity, the attempt is charged to it:
+one request, and the request's estimated tokens. A deployment that is full is passed
+over for another one before its provider would answer 429. An attempt that fails
+gives its tokens back (the request stays counted: the provider saw it); one that
+succeeds is reconciled with the usage the upstream reports when the answer is done.
+
+The counters are shared through Redis when the state backend is Redis, so the sum
+over every gateway process stays under the provider's limit. Capacity is a courtesy
+to the provider, so a backend failure always fails open (counted in this process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aigw.limits.algorithms import Decision
+from aigw.limits.backend import Limit, LimitSpec, local_limit, redis_limit
+from aigw.limits.tokens import TokenCounter
+from aigw.observability.metrics import Metrics
+from aigw.providers.base import settle_usage
+from aigw.settings import DeploymentSettings
+from aigw.state.base import StateUnavailable
+
+if TYPE_CHECKING:
+    from redis import asyncio as aioredis
+
+from aigw.types import Endpoint, GatewayRequest
+
+WINDOW_S = 60.0
+
+
+@dataclass(slots=True)
+class _Meter:
+    """One deployment's rpm or tpm: the shared counter and its local twin."""
+
+    name: str  # rpm | tpm
+    shared: Limit
+    local: Limit
+
+
+class Capacity:
+    def __init__(
+        self,
+        deployments: list[DeploymentSettings],
+        redis: aioredis.Redis | None,
+        timeout_s: float,
+        counter: TokenCounter,
+        completion_tokens: int,
+        metrics: Metrics,
+    ) -> None:
+        self.meters: dict[str, list[_Meter]] = {}
+        self.models: dict[str, str] = {}
+        for d in deployments:
+            meters = []
+            for name, amount in (("rpm", d.rpm), ("tpm", d.tpm)):
+                if amount:
+                    spec = LimitSpec("sliding_window_counter", float(amount), WINDOW_S)
+                    local = local_limit(spec, time.time)
+                    shared = redis_limit(spec, redis, timeout_s) if redis else local
+                    meters.append(_Meter(name, shared, local))
+            if meters:
+                self.meters[d.id] = meters
+                self.models[d.id] = d.model
+        self.counter = counter
+        self.completion_tokens = completion_tokens
+        self.metrics = metrics
+        self.loop = asyncio.get_running_loop()
+        self.down_until = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def limits(self, deployment: str) -> bool:
+        return deployment in self.meters
+
+    async def take(self, req: GatewayRequest, deployment: str) -> tuple[Hold | None, float]:
+        """Charge one attempt to ``deployment``: a ``Hold`` to settle later, or ``None``
+        and the seconds until it has room again."""
+        meters = self.meters[deployment]
+        tokens = 0.0
+        if any(m.name == "tpm" for m in meters):
+            tokens = float(self._tokens(req, self.models[deployment]))
+        key = f"deployment:{deployment}"
+        costs = [1.0 if m.name == "rpm" else tokens for m in meters]
+        shared = self.loop.time() >= self.down_until
+        try:
+            decisions = await self._check(meters, key, costs, shared)
+        except StateUnavailable:
+            self.down_until = self.loop.time() + 1.0
+            self.metrics.state_errors.labels("capacity").inc()
+            shared = False
+            decisions = await self._check(meters, key, costs, shared)
+        full = [(m, d) for m, d in zip(meters, decisions, strict=True) if not d.allowed]
+        hold = Hold(self, key, meters, decisions, costs, shared)
+        if full:
+            hold.give_back(requests=True, tokens_used=0.0)
+            for meter, _ in full:
+                self.metrics.capacity_skips.labels(deployment, meter.name).inc()
+            return None, max(d.retry_after_s for _, d in full)
+        return hold, 0.0
+
+    async def _check(
+        self, meters: list[_Meter], key: str, costs: list[float], shared: bool
+    ) -> list[Decision]:
+        jobs = [
+            (m.shared if shared else m.local).check(key, c)
+            for m, c in zip(meters, costs, strict=True)
+        ]
+        if len(jobs) == 1:
+            return [await jobs[0]]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)  # type: ignore[arg-type]
+
+    def _tokens(self, req: GatewayRequest, model: str) -> int:
+        if req.prompt_estimate < 0:
+            req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)
+        if req.endpoint is Endpoint.EMBEDDING:
+            return req.prompt_estimate
+        limit = req.body.get("max_completion_tokens") or req.body.get("max_tokens")
+        wanted = limit if isinstance(limit, int) and limit > 0 else self.completion_tokens
+        return req.prompt_estimate + wanted
+
+    def run(self, jobs: list[Coroutine[Any, Any, None]]) -> None:
+        task = self.loop.create_task(_settle(jobs, self.metrics))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class Hold:
+    """One attempt's charge to a deployment, settled once."""
+
+    __slots__ = ("capacity", "costs", "decisions", "key", "meters", "settled", "shared")
+
+    def __init__(
+        self,
+        capacity: Capacity,
+        key: str,
+        meters: list[_Meter],
+        decisions: list[Decision],
+        costs: list[float],
+        shared: bool,
+    ) -> None:
+        self.capacity = capacity
+        self.key = key
+        self.meters = meters
+        self.decisions = decisions
+        self.costs = costs
+        self.shared = shared
+        self.settled = False
+
+    def failed(self) -> None:
+        """The attempt failed: its tokens come back; the request stays counted."""
+        self.give_back(requests=False, tokens_used=0.0)
+
+    def finish(self, req: GatewayRequest, status: int) -> None:
+        """The answer is complete: reconcile tokens with the reported usage, if any."""
+        usage = settle_usage(req)
+        if usage is not None:
+            self.give_back(False, float(usage.prompt_tokens + usage.completion_tokens))
+        elif status >= 400 and status != 499:
+            self.give_back(False, 0.0)
+
+    def give_back(self, requests: bool, tokens_used: float | None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        jobs = []
+        for meter, decision, cost in zip(self.meters, self.decisions, self.costs, strict=True):
+            if not decision.allowed:
+                continue
+            if meter.name == "rpm":
+                delta = -cost if requests else 0.0
+            else:
+                delta = 0.0 if tokens_used is None else tokens_used - cost
+            if delta:
+                counter = meter.shared if self.shared else meter.local
+                jobs.append(counter.adjust(self.key, delta))
+        if jobs:
+            self.capacity.run(jobs)
+
+
+async def _settle(jobs: list[Coroutine[Any, Any, None]], metrics: Metrics) -> None:
+    for job in jobs:
+        try:
+            await job
+        except StateUnavailable:  # a lost give-back only errs on the safe side
+            metrics.state_errors.labels("capacity").inc()

@@ -1,0 +1,288 @@
+"""The admit stage: every limit that applies to a request is charged before it goes on.
+
+Requests and tokens limits are checked, concurrency slots taken, all at once (one
+round trip's time on Redis). If any says no, what the others took is given back and
+the client gets 429 with ``Retry-After`` — or, for a model group with
+``on_limited: cache``, a cached answer when there is one. Token limits are charged an
+estimate first (prompt tokens counted here plus the completion tokens the request may
+use), then reconciled with the usage the upstream reports once the answer is complete;
+a failed call gives its whole reservation back. OpenAI's ``x-ratelimit-*`` headers go
+on every answer.
+
+A limit whose shared backend cannot be reached follows its policy: fail open (count in
+this process instead) or fail closed (503). After a failure the backend is left alone
+for a second, so an outage costs each request nothing but the local check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aigw.errors import LimitsUnavailable, RateLimited
+from aigw.limits.algorithms import Decision
+from aigw.limits.rules import Rule
+from aigw.limits.tokens import TokenCounter
+from aigw.observability.logs import JsonLog
+from aigw.observability.metrics import Metrics
+from aigw.providers.base import settle_usage
+from aigw.state.base import StateUnavailable
+from aigw.types import Endpoint, GatewayRequest, Next, Result
+
+BACKEND_PAUSE_S = 1.0
+# A concurrency slot outlives its request by this much at most if the process dies.
+LEASE_SLACK_S = 30.0
+Stale = Callable[[GatewayRequest], Awaitable[Result | None]]
+
+
+@dataclass(slots=True)
+class _Taken:
+    rule: Rule
+    key: str
+    cost: float
+    decision: Decision
+    local: bool  # charged to the local twin (backend down, failing open)
+    lease: str = ""  # the concurrency slot's id
+
+
+class LimitStage:
+    def __init__(
+        self,
+        rules: list[Rule],
+        counter: TokenCounter,
+        upstream_models: dict[str, str],
+        completion_tokens: int,
+        metrics: Metrics,
+        log: JsonLog,
+        stale: Stale | None = None,
+        stale_models: frozenset[str] = frozenset(),
+    ) -> None:
+        self.rules = rules
+        self.counter = counter
+        self.upstream_models = upstream_models  # model group → the name its tokenizer knows
+        self.completion_tokens = completion_tokens
+        self.metrics = metrics
+        self.log = log
+        self.stale = stale
+        self.stale_models = stale_models
+        self.loop = asyncio.get_running_loop()
+        self.backend_down_until = 0.0
+        self.outage_logged = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._leases = 0
+
+    async def __call__(self, req: GatewayRequest, call_next: Next) -> Result:
+        rules = [r for r in self.rules if r.applies(req.model)]
+        if not rules:
+            return await call_next(req)
+        reserve = self._reservation(req) if any(r.kind == "tokens" for r in rules) else 0
+        jobs = []
+        for rule in rules:
+            value = rule.key_of(req)
+            if value is None:
+                continue  # no key, no charge: like nginx's empty limit_req key
+            cost = reserve if rule.kind == "tokens" else 1
+            jobs.append(self._take(rule, f"{rule.name}:{value}", cost, req))
+        if not jobs:
+            return await call_next(req)
+        if len(jobs) == 1 or not self._shared:
+            taken = [await job for job in jobs]  # memory: nothing to wait for, no tasks
+        else:
+            taken = list(await asyncio.gather(*jobs))
+        req.reply_headers += _headers(taken)
+        denied = [t for t in taken if not t.decision.allowed]
+        self._count(taken)
+        if denied:
+            self._give_back(taken, requests=True, tokens_used=0.0)
+            return await self._limited(req, denied)
+        req.finishers.append(lambda r, status: self._finish(r, status, taken))
+        return await call_next(req)
+
+    @property
+    def _shared(self) -> bool:
+        return any(r.shared for r in self.rules)
+
+    def _reservation(self, req: GatewayRequest) -> int:
+        model = self.upstream_models.get(req.model, req.model)
+        if req.prompt_estimate < 0:
+            req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)
+        if req.endpoint is Endpoint.EMBEDDING:
+            return req.prompt_estimate
+        body = req.body
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        wanted = limit if isinstance(limit, int) and limit > 0 else self.completion_tokens
+        return req.prompt_estimate + wanted
+
+    # -- charging
+
+    async def _take(self, rule: Rule, key: str, cost: float, req: GatewayRequest) -> _Taken:
+        lease = self._lease(req) if rule.kind == "concurrent" else ""
+        if rule.shared and self.loop.time() >= self.backend_down_until:
+            try:
+                decision = await self._charge(rule, key, cost, lease, req, shared=True)
+            except StateUnavailable as exc:
+                self._backend_failed(rule, exc)
+            else:
+                if self.outage_logged:
+                    self._backend_ok()
+                return _Taken(rule, key, cost, decision, False, lease)
+        if rule.shared and not rule.fail_open:
+            raise LimitsUnavailable(
+                f"limit {rule.name!r} cannot be checked now", retry_after=BACKEND_PAUSE_S
+            )
+        decision = await self._charge(rule, key, cost, lease, req, shared=False)
+        return _Taken(rule, key, cost, decision, rule.shared, lease)
+
+    async def _charge(
+        self, rule: Rule, key: str, cost: float, lease: str, req: GatewayRequest, shared: bool
+    ) -> Decision:
+        if rule.kind == "concurrent":
+            gate = rule.gate if shared else rule.local_gate
+            assert gate is not None
+            ttl = max(0.0, req.deadline - self.loop.time()) + LEASE_SLACK_S
+            return await gate.acquire(key, lease, ttl)
+        limit = rule.limit if shared else rule.local
+        assert limit is not None
+        if not shared:
+            return await limit.check(key, cost)
+        started = self.loop.time()
+        try:
+            return await limit.check(key, cost)
+        finally:
+            self.metrics.limit_backend_seconds.observe(self.loop.time() - started)
+
+    def _lease(self, req: GatewayRequest) -> str:
+        self._leases += 1
+        return f"{req.request_id}:{self._leases}"
+
+    # -- refusing
+
+    async def _limited(self, req: GatewayRequest, denied: list[_Taken]) -> Result:
+        if self.stale is not None and req.model in self.stale_models:
+            cached = await self.stale(req)
+            if cached is not None:
+                self.metrics.limit_stale_answers.labels(self.metrics.model_label(req.model)).inc()
+                return cached
+        worst = max(denied, key=lambda t: t.decision.retry_after_s)
+        wait = worst.decision.retry_after_s
+        rule = worst.rule
+        if rule.kind == "concurrent":
+            message = f"Too many concurrent requests ({rule.name}): limit {worst.decision.limit:g}."
+        elif math.isinf(wait):
+            message = (
+                f"Request too large for {rule.name}: it needs {worst.cost:g} {rule.kind} "
+                f"and the limit is {worst.decision.limit:g}."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {rule.kind} ({rule.name}): limit "
+                f"{worst.decision.limit:g}, remaining {worst.decision.remaining:g}. "
+                f"Please try again in {_duration(wait)}."
+            )
+        kind = "tokens" if rule.kind == "tokens" else "requests"
+        raise RateLimited(message, kind=kind, retry_after=None if math.isinf(wait) else wait)
+
+    # -- giving back
+
+    def _finish(self, req: GatewayRequest, status: int, taken: list[_Taken]) -> None:
+        """The answer is complete: free the slots, reconcile tokens with the usage."""
+        used: float | None = None  # None: keep the reservation as charged
+        if req.cache.startswith("HIT"):
+            used = 0.0  # answered from the cache: no tokens were spent
+        elif (usage := settle_usage(req)) is not None:
+            used = usage.prompt_tokens + usage.completion_tokens
+        elif status >= 400 and status != 499:
+            used = 0.0  # a failed call gives its reservation back (a client that left may not)
+        self._give_back(taken, requests=False, tokens_used=used)
+
+    def _give_back(self, taken: list[_Taken], requests: bool, tokens_used: float | None) -> None:
+        """Free concurrency slots; with ``requests`` refund request counts too (the request
+        was refused after all); reconcile token charges to ``tokens_used`` when known."""
+        jobs: list[Coroutine[Any, Any, None]] = []
+        for t in taken:
+            if not t.decision.allowed:
+                continue
+            rule = t.rule
+            shared = rule.shared and not t.local
+            if rule.kind == "concurrent":
+                gate = rule.gate if shared else rule.local_gate
+                assert gate is not None
+                jobs.append(gate.release(t.key, t.lease))
+                continue
+            if rule.kind == "tokens":
+                delta = 0.0 if tokens_used is None else tokens_used - t.cost
+            else:
+                delta = -t.cost if requests else 0.0
+            if delta:
+                limit = rule.limit if shared else rule.local
+                assert limit is not None
+                jobs.append(limit.adjust(t.key, delta))
+        if jobs:
+            task = self.loop.create_task(self._settle(jobs))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _settle(self, jobs: list[Coroutine[Any, Any, None]]) -> None:
+        for job in jobs:
+            try:
+                await job
+            except StateUnavailable as exc:  # a lost give-back only errs on the safe side
+                self.metrics.state_errors.labels("limits").inc()
+                self.log.warning("limits: could not give back", error=str(exc))
+
+    # -- backend health, metrics
+
+    def _backend_failed(self, rule: Rule, exc: StateUnavailable) -> None:
+        self.backend_down_until = self.loop.time() + BACKEND_PAUSE_S
+        policy = "open" if rule.fail_open else "closed"
+        self.metrics.limit_backend_errors.labels(rule.name, policy).inc()
+        if not self.outage_logged:
+            self.outage_logged = True
+            self.log.error("limits: backend unavailable", error=str(exc), policy=policy)
+
+    def _backend_ok(self) -> None:
+        if self.outage_logged:
+            self.outage_logged = False
+            self.log.info("limits: backend available again")
+
+    def _count(self, taken: list[_Taken]) -> None:
+        for t in taken:
+            d = t.decision
+            self.metrics.limit_checked(t.rule.name, t.rule.dimension, d.allowed, d.remaining)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _headers(taken: list[_Taken]) -> list[tuple[bytes, bytes]]:
+    """OpenAI's rate-limit headers, from the tightest requests and tokens limits."""
+    out: list[tuple[bytes, bytes]] = []
+    for kind in ("requests", "tokens"):
+        decisions = [t.decision for t in taken if t.rule.kind == kind]
+        if not decisions:
+            continue
+        tight = min(decisions, key=lambda d: d.remaining)
+        out += [
+            (b"x-ratelimit-limit-" + kind.encode(), b"%d" % tight.limit),
+            (b"x-ratelimit-remaining-" + kind.encode(), b"%d" % math.floor(tight.remaining)),
+            (b"x-ratelimit-reset-" + kind.encode(), _duration(tight.reset_s).encode()),
+        ]
+    return out
+
+
+def _duration(seconds: float) -> str:
+    """Go-style durations as OpenAI sends them: ``20ms``, ``1.5s``, ``6m0s``."""
+    if math.isinf(seconds):
+        return "0s"
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    minutes, secs = divmod(seconds, 60)
+    secs_text = f"{secs:.3f}".rstrip("0").rstrip(".")
+    if minutes < 1:
+        return f"{secs_text}s"
+    hours, minutes = divmod(int(minutes), 60)
+    return (f"{hours}h" if hours else "") + f"{minutes}m{secs_text}s"
