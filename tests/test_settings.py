@@ -73,3 +73,28 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(tmp_path / "absent.yaml")
     assert problems([1, 2]) == ["(top level): expected a mapping with at least `models:`"]
+
+
+def test_limit_rules_checked_and_named() -> None:
+    models = [{"name": "gpt", "deployments": [{"provider": "openai"}]}]
+    assert problems({"models": models, "limits": {"rules": [{"by": "nobody", "requests": 1}]}}) == [
+        "limits.rules[0].by: expected one of api_key, user, team, ip, model, global or "
+        "'header:NAME'"
+    ]
+    cross = problems({"models": models, "limits": {"rules": [
+        {"by": "api_key"},
+        {"requests": 1, "tokens": 5},
+        {"tokens": 5, "per": "day", "algorithm": "gcra"},
+        {"tokens": 5, "burst": 3},
+        {"name": "scoped", "requests": 5, "models": ["nope"]},
+        {"concurrent": 2}, {"concurrent": 3},
+    ]}, "shedding": {"default_priority": "vip"}})  # fmt: skip
+    assert cross == [
+        "limits.rules[0]: set exactly one of requests, tokens, concurrent",
+        "limits.rules[1]: set exactly one of requests, tokens, concurrent",
+        "limits.rules[2].algorithm: a per-day quota is a calendar counter",
+        "limits.rules[3].burst: only for token_bucket and gcra",
+        "limits.rules[4].models[0]: no model named 'nope'",
+        "limits.rules[6].name: duplicate limit name 'api_key-concurrent'",
+        "shedding.default_priority: not one of shedding.priorities",
+    ]

@@ -72,10 +72,10 @@ class Services:
     counter: TokenCounter | None = None
     redis: aioredis.Redis | None = None  # the limits' own client, made on first use
 
-    def token_counter(self, mode: str) -> TokenCounter:
+    def token_counter(self, mode: str, models: list[str]) -> TokenCounter:
         if self.counter is None or self.counter.mode != mode:
             self.counter = TokenCounter(mode)
-            self.counter.warm()  # at start-up or reload, never on a request
+        self.counter.warm(models)  # at start-up or reload, never on a request
         return self.counter
 
     def limits_redis(self, settings: Settings) -> aioredis.Redis | None:
@@ -187,7 +187,8 @@ def build_runtime(
     limits = settings.limits
     deployments = [d for m in settings.models for d in m.deployments]
     tokens_needed = any(r.tokens for r in limits.rules) or any(d.tpm for d in deployments)
-    counter = services.token_counter(limits.token_counting if tokens_needed else "estimate")
+    mode = limits.token_counting if tokens_needed else "estimate"
+    counter = services.token_counter(mode, [d.model for d in deployments])
     redis = services.limits_redis(settings)
     capacity = None
     if any(d.rpm or d.tpm for d in deployments):

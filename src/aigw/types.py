@@ -51,6 +51,9 @@ class GatewayRequest:
     # An OpenAI-shaped answer whose usage is read after the answer has been sent.
     usage_body: bytes | None = None
     prompt_estimate: int = -1  # prompt tokens counted before the call; -1 = not counted
+    # Token limits need this stream's usage: ask the upstream for it (OpenAI's
+    # include_usage) and keep the usage-only chunk from a client that did not ask.
+    needs_usage: bool = False
     # Headers for the answer whatever it is, errors included (rate-limit headers).
     reply_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Called once by the ingress when the answer is complete (after a stream's last

@@ -330,9 +330,7 @@ def test_capacity_exhausted_is_a_429(sim: Simulator, start_gateway: Any) -> None
     assert int(headers["retry-after"]) >= 1
 
 
-def test_deployment_tpm_routes_around_a_full_deployment(
-    sim: Simulator, start_gateway: Any
-) -> None:
+def test_deployment_tpm_routes_around_a_full_deployment(sim: Simulator, start_gateway: Any) -> None:
     url = f"{sim.url}/v1"
     config = {"models": [{"name": "gpt-test", "strategy": "round-robin", "deployments": [
         {"id": "lean", "base_url": url, "tpm": 300},
@@ -384,3 +382,20 @@ def test_interactive_requests_displace_batch_ones_in_the_queue(
 
     answers = asyncio.run(run())
     assert [a[0] for a in answers] == [200, 503, 503, 200, 200]
+
+
+def test_stream_without_include_usage_is_reconciled_and_looks_untouched(
+    sim: Simulator, start_gateway: Any
+) -> None:
+    n = 100_000
+    rule = {"name": "tpm-quiet", "by": "api_key", "tokens": n, "algorithm": "sliding_window_log"}
+    gw = start_gateway(limited(sim, [rule]))
+    first = one(gw, max_tokens=80, stream=True)
+    assert all(chunk.choices for chunk in first[2])  # no usage-only chunk it did not ask for
+    sent = sim.stats()["last"]["body"]
+    assert sent["stream_options"] == {"include_usage": True}  # asked upstream
+    reserved = n - remaining_tokens(first)
+    time.sleep(0.2)
+    second = one(gw, max_tokens=80)
+    used = second[2].usage.total_tokens  # the same question, the same answer
+    assert remaining_tokens(second) == n - used - reserved

@@ -20,7 +20,8 @@ from aigw.limits.algorithms import (
     SlidingWindowLog,
     TokenBucket,
 )
-from aigw.limits.backend import ALGORITHMS, LimitSpec, RedisConcurrency, RedisLimit
+from aigw.limits.backend import ALGORITHMS, LimitSpec
+from aigw.limits.redis_backend import RedisConcurrency, RedisLimit
 from aigw.limits.redis_scripts import SCRIPTS
 
 pytestmark = pytest.mark.anyio

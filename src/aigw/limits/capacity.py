@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aigw.limits.algorithms import Decision
 from aigw.limits.backend import Limit, LimitSpec, local_limit, redis_limit
+from aigw.limits.stage import USAGE_ON_REQUEST
 from aigw.limits.tokens import TokenCounter
 from aigw.observability.metrics import Metrics
 from aigw.providers.base import settle_usage
@@ -119,6 +120,8 @@ class Capacity:
         return list(results)  # type: ignore[arg-type]
 
     def _tokens(self, req: GatewayRequest, model: str) -> int:
+        if req.stream and req.endpoint in USAGE_ON_REQUEST:
+            req.needs_usage = True  # to reconcile the stream at its end
         if req.prompt_estimate < 0:
             req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)
         if req.endpoint is Endpoint.EMBEDDING:

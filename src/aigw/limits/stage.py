@@ -35,6 +35,7 @@ from aigw.types import Endpoint, GatewayRequest, Next, Result
 BACKEND_PAUSE_S = 1.0
 # A concurrency slot outlives its request by this much at most if the process dies.
 LEASE_SLACK_S = 30.0
+USAGE_ON_REQUEST = (Endpoint.CHAT, Endpoint.COMPLETION)  # streams that report usage if asked
 Stale = Callable[[GatewayRequest], Awaitable[Result | None]]
 
 
@@ -106,6 +107,8 @@ class LimitStage:
         return any(r.shared for r in self.rules)
 
     def _reservation(self, req: GatewayRequest) -> int:
+        if req.stream and req.endpoint in USAGE_ON_REQUEST:
+            req.needs_usage = True  # to reconcile the stream at its end
         model = self.upstream_models.get(req.model, req.model)
         if req.prompt_estimate < 0:
             req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)

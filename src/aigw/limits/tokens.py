@@ -9,10 +9,13 @@ and every model in ``"estimate"`` mode, gets the estimate.
 
 The estimate is ``ceil(utf-8 bytes / 4)``, at least 1 for non-empty text: OpenAI's rule
 of thumb (a token is about 4 characters of English) and, like OpenAI's own rate
-limiter, a function of the text's length alone. Against the exact counters it is within
-±10% on English prose and 13-15% high on source code; it undercounts dense text: 10-30%
-for German, French, Polish, Chinese and Japanese, ~47% for Greek on cl100k and for JSON
-full of numbers (2.1 bytes a token); it overcounts Cyrillic on o200k by up to 34%.
+limiter, a function of the text's length alone. Measured against both exact encodings
+(license texts, docstrings, source code, JSON, the vim tutor in 8 languages), it is
+high by 18-30% on English prose and by 2-23% on source code (these encodings pack 4.1-5
+bytes a token), the safe side for a limit; it is low by 1-18% on Markdown, indented
+JSON and Latin-script European languages, by 27-47% on Chinese, Japanese, Korean and
+Greek with cl100k (0-18% with o200k) and by 52% on JSON full of numbers (2 bytes a
+token); Cyrillic with o200k is 34% high.
 
 Chat bodies follow OpenAI's documented formula: 3 tokens a message, plus every string
 field of it (role, content, name, ...), plus 1 for a ``name``, plus 3 to prime the
@@ -23,13 +26,14 @@ Images cost a flat 85 tokens at ``detail: low`` and 765 otherwise (OpenAI's pric
 1024x1024 image at high detail); Anthropic images a flat 1,600 (Anthropic's figure for
 a maximum-size image). Anthropic Messages bodies use the same per-message constants.
 
-Exact counting costs about 0.1-0.4 µs a token, too much for a ~150 µs request path on
-long prompts, so each request may encode at most ``exact_budget_chars`` characters;
-texts past the budget get the estimate. Counts of texts of 64 characters or more are
-kept in an LRU keyed by the text's hash and length (no text is held): a system prompt
-or chat history sent again costs a hash, whatever the budget. A long text estimated once
-is counted exactly when it comes back (up to 64 Ki characters), so repeated long system
-prompts become exact after their second request.
+Exact counting costs 0.2-0.4 µs a token, too much for a ~150 µs request path on long
+prompts, so each request encodes at most ``exact_budget_chars`` characters (2,048 by
+default: about 500 tokens, 0.1-0.25 ms); texts past the budget get the estimate. Counts
+of texts of 64 characters or more are kept in an LRU keyed by the text's hash and
+length (no text is held): a system prompt or chat history sent again costs a hash,
+whatever the budget. A long text estimated once is counted exactly when it comes back
+(up to 64 Ki characters, a few ms once), so repeated long system prompts are exact
+from their second request on.
 
 Encodings load lazily (about 0.2 s and 40 MiB for cl100k, 0.3 s and 75 MiB for o200k);
 call ``warm()`` at start-up to keep that off the request path.
@@ -42,7 +46,7 @@ import gzip
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -211,10 +215,14 @@ class TokenCounter:
             return "cl100k_base"
         return None
 
-    def warm(self) -> None:
-        """Load every encoding now (exact mode only), off the request path."""
-        if self.mode == "exact":
-            for name in ENCODINGS:
+    def warm(self, models: Iterable[str] | None = None) -> None:
+        """Load now, off the request path, the encodings ``models`` need (every one if
+        None); exact mode only. Each costs 40 to 70 MiB, so load only what is used."""
+        if self.mode != "exact":
+            return
+        names = ENCODINGS if models is None else {self.encoding_name(m) for m in models}
+        for name in names:
+            if name is not None:
                 self._encoding(name)
 
     def count_text(self, text: str, model: str) -> int:
@@ -313,7 +321,7 @@ def _chat_tokens(body: dict[str, Any], count: Count, func_init: int) -> int:
 def _chat_message_tokens(message: dict[str, Any], count: Count) -> int:
     tokens = 0
     for key, value in message.items():
-        if key == "role" and value in _ROLES:
+        if key == "role" and isinstance(value, str) and value in _ROLES:
             tokens += 1
         elif isinstance(value, str):
             tokens += count(value) + (TOKENS_PER_NAME if key == "name" else 0)
@@ -419,7 +427,8 @@ def _anthropic_tokens(body: dict[str, Any], count: Count) -> int:
         for message in messages:
             if isinstance(message, dict):
                 role = message.get("role")
-                tokens += TOKENS_PER_MESSAGE + (1 if role in _ROLES else _text_tokens(role, count))
+                known = isinstance(role, str) and role in _ROLES
+                tokens += TOKENS_PER_MESSAGE + (1 if known else _text_tokens(role, count))
                 tokens += _blocks_tokens(message.get("content"), count)
         tokens += REPLY_PRIMING
     tools = body.get("tools")

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError, UpstreamError, UpstreamRejected
-from aigw.providers.sse import SSEDecoder
+from aigw.providers.sse import SSEDecoder, frame
 from aigw.settings import DeploymentSettings
 from aigw.types import GatewayRequest, Usage
 from aigw.upstream.client import Origin, Timeouts, parse_base_url
@@ -97,13 +97,27 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None]:
     return "", None, None
 
 
-def forwarded_body(req: GatewayRequest, upstream_model: str) -> bytes:
-    """The fast path: the body as received, re-encoded only when the model name changes."""
-    if req.model == upstream_model:
+def forwarded_body(req: GatewayRequest, upstream_model: str | None) -> bytes:
+    """The fast path: the body as received, re-encoded only when the model name changes
+    (``None``: the model is not in the body) or a stream's usage must be asked for."""
+    if req.needs_usage and _asks_usage(req.body):
+        req.needs_usage = False  # the client asked for it too: relay it as is
+    ask_usage = req.needs_usage
+    if (upstream_model is None or req.model == upstream_model) and not ask_usage:
         return req.raw
     body = dict(req.body)
-    body["model"] = upstream_model
+    if upstream_model is not None:
+        body["model"] = upstream_model
+    if ask_usage:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}),
+                                  "include_usage": True}  # fmt: skip
     return orjson.dumps(body)
+
+
+def _asks_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 async def relay_noting_usage(
@@ -113,13 +127,36 @@ async def relay_noting_usage(
 
     OpenAI sends it once (top-level ``usage``); Anthropic in parts (``message.usage`` in
     message_start, ``usage`` in message_delta), so the counts seen are merged by maximum.
+    When the gateway asked for usage the client did not (``needs_usage``), the events are
+    re-framed and OpenAI's usage-only chunk is left out.
     """
     decoder = SSEDecoder()
+    if req.needs_usage:
+        async for chunk in chunks:
+            kept = []
+            for event in decoder.feed(chunk):
+                if b'"usage"' in event.data:
+                    _note_usage(req, event.data)
+                    if _usage_only(event.data):
+                        continue
+                kept.append(frame(event.data))
+            if kept:
+                yield b"".join(kept)
+        return
     async for chunk in chunks:
         for event in decoder.feed(chunk):
             if b'"usage"' in event.data:
                 _note_usage(req, event.data)
         yield chunk
+
+
+def _usage_only(data: bytes) -> bool:
+    """OpenAI's last chunk under include_usage: no choices, only usage."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(value, dict) and value.get("choices") == [] and "usage" in value
 
 
 def _note_usage(req: GatewayRequest, data: bytes) -> None:

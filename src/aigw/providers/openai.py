@@ -94,7 +94,7 @@ class AzureProvider(OpenAIProvider):
     def body(self, req: GatewayRequest) -> bytes:
         if req.endpoint is Endpoint.MESSAGES:
             return super().body(req)
-        return req.raw  # Azure takes the model from the URL
+        return forwarded_body(req, None)  # Azure takes the model from the URL
 
 
 def _set_usage(req: GatewayRequest, prompt: int, completion: int) -> None:
