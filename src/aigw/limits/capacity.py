@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from aigw.limits.accounting import GiveBacks, reservation, tokens_used
 from aigw.limits.algorithms import Decision
 from aigw.limits.backend import Limit, LimitSpec, local_limit, redis_limit
-from aigw.limits.stage import USAGE_ON_REQUEST
 from aigw.limits.tokens import TokenCounter
 from aigw.observability.metrics import Metrics
-from aigw.providers.base import settle_usage
 from aigw.settings import DeploymentSettings
 from aigw.state.base import StateUnavailable
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
-from aigw.types import Endpoint, GatewayRequest
+from aigw.types import GatewayRequest
 
 WINDOW_S = 60.0
 
@@ -73,7 +71,7 @@ class Capacity:
         self.metrics = metrics
         self.loop = asyncio.get_running_loop()
         self.down_until = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.give_backs = GiveBacks(metrics, "capacity")
 
     def limits(self, deployment: str) -> bool:
         return deployment in self.meters
@@ -84,7 +82,8 @@ class Capacity:
         meters = self.meters[deployment]
         tokens = 0.0
         if any(m.name == "tpm" for m in meters):
-            tokens = float(self._tokens(req, self.models[deployment]))
+            model = self.models[deployment]
+            tokens = float(reservation(req, self.counter, model, self.completion_tokens))
         key = f"deployment:{deployment}"
         costs = [1.0 if m.name == "rpm" else tokens for m in meters]
         shared = self.loop.time() >= self.down_until
@@ -119,22 +118,6 @@ class Capacity:
                 raise result
         return list(results)  # type: ignore[arg-type]
 
-    def _tokens(self, req: GatewayRequest, model: str) -> int:
-        if req.stream and req.endpoint in USAGE_ON_REQUEST:
-            req.needs_usage = True  # to reconcile the stream at its end
-        if req.prompt_estimate < 0:
-            req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)
-        if req.endpoint is Endpoint.EMBEDDING:
-            return req.prompt_estimate
-        limit = req.body.get("max_completion_tokens") or req.body.get("max_tokens")
-        wanted = limit if isinstance(limit, int) and limit > 0 else self.completion_tokens
-        return req.prompt_estimate + wanted
-
-    def run(self, jobs: list[Coroutine[Any, Any, None]]) -> None:
-        task = self.loop.create_task(_settle(jobs, self.metrics))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
 
 class Hold:
     """One attempt's charge to a deployment, settled once."""
@@ -164,11 +147,7 @@ class Hold:
 
     def finish(self, req: GatewayRequest, status: int) -> None:
         """The answer is complete: reconcile tokens with the reported usage, if any."""
-        usage = settle_usage(req)
-        if usage is not None:
-            self.give_back(False, float(usage.prompt_tokens + usage.completion_tokens))
-        elif status >= 400 and status != 499:
-            self.give_back(False, 0.0)
+        self.give_back(False, tokens_used(req, status))
 
     def give_back(self, requests: bool, tokens_used: float | None) -> None:
         if self.settled:
@@ -185,13 +164,4 @@ class Hold:
             if delta:
                 counter = meter.shared if self.shared else meter.local
                 jobs.append(counter.adjust(self.key, delta))
-        if jobs:
-            self.capacity.run(jobs)
-
-
-async def _settle(jobs: list[Coroutine[Any, Any, None]], metrics: Metrics) -> None:
-    for job in jobs:
-        try:
-            await job
-        except StateUnavailable:  # a lost give-back only errs on the safe side
-            metrics.state_errors.labels("capacity").inc()
+        self.capacity.give_backs.run(jobs)

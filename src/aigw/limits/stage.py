@@ -23,19 +23,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigw.errors import LimitsUnavailable, RateLimited
+from aigw.limits.accounting import GiveBacks, reservation, tokens_used
 from aigw.limits.algorithms import Decision
 from aigw.limits.rules import Rule
 from aigw.limits.tokens import TokenCounter
 from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
-from aigw.providers.base import settle_usage
 from aigw.state.base import StateUnavailable
-from aigw.types import Endpoint, GatewayRequest, Next, Result
+from aigw.types import GatewayRequest, Next, Result
 
 BACKEND_PAUSE_S = 1.0
 # A concurrency slot outlives its request by this much at most if the process dies.
 LEASE_SLACK_S = 30.0
-USAGE_ON_REQUEST = (Endpoint.CHAT, Endpoint.COMPLETION)  # streams that report usage if asked
 Stale = Callable[[GatewayRequest], Awaitable[Result | None]]
 
 
@@ -72,7 +71,7 @@ class LimitStage:
         self.loop = asyncio.get_running_loop()
         self.backend_down_until = 0.0
         self.outage_logged = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.give_backs = GiveBacks(metrics, "limits")
         self._leases = 0
 
     async def __call__(self, req: GatewayRequest, call_next: Next) -> Result:
@@ -107,17 +106,8 @@ class LimitStage:
         return any(r.shared for r in self.rules)
 
     def _reservation(self, req: GatewayRequest) -> int:
-        if req.stream and req.endpoint in USAGE_ON_REQUEST:
-            req.needs_usage = True  # to reconcile the stream at its end
         model = self.upstream_models.get(req.model, req.model)
-        if req.prompt_estimate < 0:
-            req.prompt_estimate = self.counter.prompt_tokens(req.endpoint, req.body, model)
-        if req.endpoint is Endpoint.EMBEDDING:
-            return req.prompt_estimate
-        body = req.body
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        wanted = limit if isinstance(limit, int) and limit > 0 else self.completion_tokens
-        return req.prompt_estimate + wanted
+        return reservation(req, self.counter, model, self.completion_tokens)
 
     # -- charging
 
@@ -192,14 +182,7 @@ class LimitStage:
 
     def _finish(self, req: GatewayRequest, status: int, taken: list[_Taken]) -> None:
         """The answer is complete: free the slots, reconcile tokens with the usage."""
-        used: float | None = None  # None: keep the reservation as charged
-        if req.cache.startswith("HIT"):
-            used = 0.0  # answered from the cache: no tokens were spent
-        elif (usage := settle_usage(req)) is not None:
-            used = usage.prompt_tokens + usage.completion_tokens
-        elif status >= 400 and status != 499:
-            used = 0.0  # a failed call gives its reservation back (a client that left may not)
-        self._give_back(taken, requests=False, tokens_used=used)
+        self._give_back(taken, requests=False, tokens_used=tokens_used(req, status))
 
     def _give_back(self, taken: list[_Taken], requests: bool, tokens_used: float | None) -> None:
         """Free concurrency slots; with ``requests`` refund request counts too (the request
@@ -223,18 +206,7 @@ class LimitStage:
                 limit = rule.limit if shared else rule.local
                 assert limit is not None
                 jobs.append(limit.adjust(t.key, delta))
-        if jobs:
-            task = self.loop.create_task(self._settle(jobs))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _settle(self, jobs: list[Coroutine[Any, Any, None]]) -> None:
-        for job in jobs:
-            try:
-                await job
-            except StateUnavailable as exc:  # a lost give-back only errs on the safe side
-                self.metrics.state_errors.labels("limits").inc()
-                self.log.warning("limits: could not give back", error=str(exc))
+        self.give_backs.run(jobs)
 
     # -- backend health, metrics
 
@@ -255,10 +227,6 @@ class LimitStage:
         for t in taken:
             d = t.decision
             self.metrics.limit_checked(t.rule.name, t.rule.dimension, d.allowed, d.remaining)
-
-    async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 def _headers(taken: list[_Taken]) -> list[tuple[bytes, bytes]]:
