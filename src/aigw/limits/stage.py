@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,7 @@ class LimitStage:
         self.outage_logged = False
         self.give_backs = GiveBacks(metrics, "limits")
         self._leases = 0
+        self._process = os.urandom(8).hex()
 
     async def __call__(self, req: GatewayRequest, call_next: Next) -> Result:
         rules = [r for r in self.rules if r.applies(req.model)]
@@ -88,10 +90,7 @@ class LimitStage:
             jobs.append(self._take(rule, f"{rule.name}:{value}", cost, req))
         if not jobs:
             return await call_next(req)
-        if len(jobs) == 1 or not self._shared:
-            taken = [await job for job in jobs]  # memory: nothing to wait for, no tasks
-        else:
-            taken = list(await asyncio.gather(*jobs))
+        taken = await self._take_all(jobs)
         req.reply_headers += _headers(taken)
         denied = [t for t in taken if not t.decision.allowed]
         self._count(taken)
@@ -100,6 +99,27 @@ class LimitStage:
             return await self._limited(req, denied)
         req.finishers.append(lambda r, status: self._finish(r, status, taken))
         return await call_next(req)
+
+    async def _take_all(self, jobs: list[Coroutine[Any, Any, _Taken]]) -> list[_Taken]:
+        """Run every check (at once when they go to Redis); if one cannot be made (a
+        fail-closed backend), give back what the others took and raise."""
+        if len(jobs) == 1:
+            return [await jobs[0]]
+        results: list[_Taken | BaseException] = []
+        if self._shared:
+            results = list(await asyncio.gather(*jobs, return_exceptions=True))
+        else:  # memory: nothing to wait for, so no tasks
+            for job in jobs:
+                try:
+                    results.append(await job)
+                except LimitsUnavailable as exc:
+                    results.append(exc)
+        taken = [r for r in results if isinstance(r, _Taken)]
+        for result in results:
+            if isinstance(result, BaseException):
+                self._give_back(taken, requests=True, tokens_used=0.0)
+                raise result
+        return taken
 
     @property
     def _shared(self) -> bool:
@@ -148,8 +168,9 @@ class LimitStage:
             self.metrics.limit_backend_seconds.observe(self.loop.time() - started)
 
     def _lease(self, req: GatewayRequest) -> str:
+        """Unique across processes: request ids come from clients and may repeat."""
         self._leases += 1
-        return f"{req.request_id}:{self._leases}"
+        return f"{self._process}:{self._leases}"
 
     # -- refusing
 
