@@ -217,7 +217,9 @@ def build_runtime(
         stages.append(
             LimitStage(
                 rules, counter, upstream, limits.completion_tokens, metrics, log,
-                cache.stale if cache else None, stale,
+                cache.stale if cache else None, stale, redis=redis,
+                timeout_s=limits.backend_timeout_s,
+                request_timeout_s=settings.server.request_timeout_s,
             )
         )  # fmt: skip
     if cache is not None:

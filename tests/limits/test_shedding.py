@@ -117,3 +117,19 @@ async def test_cancelled_waiter_frees_its_place_and_a_handed_slot() -> None:
 def test_rejects_bad_bounds() -> None:
     with pytest.raises(ValueError):
         Shedder(0, 1, 1.0, 1.0)
+
+
+async def test_slot_freed_while_a_timed_out_waiter_unwinds_goes_to_the_next() -> None:
+    s = shedder(max_in_flight=1, queue=2, timeout_s=5.0)
+    await s.enter(0)
+    late = asyncio.create_task(s.enter(0))
+    nxt = asyncio.create_task(s.enter(0))
+    await asyncio.sleep(0)
+    late.cancel()  # its wait is cancelled (as a timeout does) but it has not run yet…
+    s.leave()  # …when a slot comes free: it must go to the next waiter, not be lost
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    await nxt
+    assert s.in_flight == 1 and s.queued == 0
+    s.leave()
+    assert s.in_flight == 0

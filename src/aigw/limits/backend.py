@@ -30,6 +30,8 @@ from aigw.limits.algorithms import (
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
+    from aigw.limits.redis_backend import RedisConcurrency, RedisLimit
+
 ALGORITHMS = tuple(redis_scripts.SCRIPTS)
 PREFIX = "aigw:rl:"
 
@@ -131,6 +133,13 @@ class LocalLimit:
         return self._core.check(key, self._clock(), cost)
 
     async def adjust(self, key: str, delta: float) -> None:
+        self.adjust_now(key, delta)
+
+    def check_now(self, key: str, cost: float = 1) -> Decision:
+        """``check`` without a coroutine: nothing here ever waits."""
+        return self._core.check(key, self._clock(), cost)
+
+    def adjust_now(self, key: str, delta: float) -> None:
         if delta:
             self._core.adjust(key, self._clock(), delta)
 
@@ -145,6 +154,12 @@ class LocalConcurrency:
         return self._core.acquire(key, lease, self._clock(), ttl_s)
 
     async def release(self, key: str, lease: str) -> None:
+        self.release_now(key, lease)
+
+    def acquire_now(self, key: str, lease: str, ttl_s: float) -> Decision:
+        return self._core.acquire(key, lease, self._clock(), ttl_s)
+
+    def release_now(self, key: str, lease: str) -> None:
         self._core.release(key, lease, self._clock())
 
 
@@ -155,13 +170,13 @@ def positive_timeout(timeout_s: float) -> None:
 
 def local_limit(
     spec: LimitSpec, clock: Callable[[], float], max_keys: int = DEFAULT_MAX_KEYS
-) -> Limit:
+) -> LocalLimit:
     """``spec`` in this process on ``clock`` (wall-clock seconds, for calendar periods);
     at most ``max_keys`` keys are remembered, the least recently used dropped first."""
     return LocalLimit(spec, clock, max_keys)
 
 
-def redis_limit(spec: LimitSpec, client: aioredis.Redis, timeout_s: float) -> Limit:
+def redis_limit(spec: LimitSpec, client: aioredis.Redis, timeout_s: float) -> RedisLimit:
     """``spec`` shared through Redis; every call bounded by ``timeout_s``."""
     from aigw.limits.redis_backend import RedisLimit  # redis-py loads only when used
 
@@ -170,12 +185,12 @@ def redis_limit(spec: LimitSpec, client: aioredis.Redis, timeout_s: float) -> Li
 
 def local_concurrency(
     limit: int, clock: Callable[[], float], max_keys: int = DEFAULT_MAX_KEYS
-) -> Concurrency:
+) -> LocalConcurrency:
     """At most ``limit`` leases per key in this process, expiring on ``clock``."""
     return LocalConcurrency(limit, clock, max_keys)
 
 
-def redis_concurrency(limit: int, client: aioredis.Redis, timeout_s: float) -> Concurrency:
+def redis_concurrency(limit: int, client: aioredis.Redis, timeout_s: float) -> RedisConcurrency:
     """At most ``limit`` leases per key across processes; every call bounded by
     ``timeout_s``."""
     from aigw.limits.redis_backend import RedisConcurrency

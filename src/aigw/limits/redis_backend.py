@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript as Script
+from redis.exceptions import NoScriptError, RedisError
 
 from aigw.limits import redis_scripts
 from aigw.limits.algorithms import Decision
@@ -19,6 +21,51 @@ from aigw.limits.backend import PREFIX, LimitSpec, check_cost, positive_timeout
 from aigw.state.base import StateUnavailable
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A script call waiting for a pipeline; ``decides``: it answers with a Decision."""
+
+    script: Script
+    keys: list[str]
+    args: list[str]
+    decides: bool
+
+
+async def run_batch(
+    client: aioredis.Redis, timeout_s: float, calls: Sequence[Call], limits: Sequence[float]
+) -> list[Decision | None]:
+    """Several script calls in one pipeline: one round trip for all of a request's
+    limits, not one each. ``limits[i]`` is the limit ``calls[i]`` reports against.
+    A script Redis does not know yet (a restarted Redis) is loaded and the batch sent
+    once more; the scripts are idempotent only as a whole batch that never ran, which is
+    the case when Redis answers NOSCRIPT (it ran none of them)."""
+
+    async def send() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for c in calls:
+            pipe.evalsha(c.script.sha, len(c.keys), *c.keys, *c.args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def load() -> None:
+        for script in {c.script.sha: c.script for c in calls}.values():
+            await client.script_load(script.script)
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            replies = await send()
+            if any(isinstance(r, NoScriptError) for r in replies):
+                await load()
+                replies = await send()
+    except (TimeoutError, RedisError, OSError) as exc:
+        raise StateUnavailable(f"redis: {type(exc).__name__}: {exc}") from None
+    out: list[Decision | None] = []
+    for call, reply, limit in zip(calls, replies, limits, strict=True):
+        if isinstance(reply, Exception):
+            raise StateUnavailable(f"redis: {type(reply).__name__}: {reply}")
+        out.append(_decision(limit, reply) if call.decides else None)
+    return out
 
 
 async def _bounded(timeout_s: float, call: Awaitable[Any]) -> Any:
@@ -76,6 +123,11 @@ class RedisLimit:
     def _args(self, now: float | None, amount: float) -> list[str]:
         return [_now_arg(now), repr(amount), *self._shape]
 
+    def call(self, verb: str, key: str, amount: float) -> Call:
+        """One ``check`` or ``adjust`` as a pipeline entry (see ``run_batch``)."""
+        script = self._check if verb == "check" else self._adjust
+        return Call(script, self.redis_keys(key), self._args(None, amount), verb == "check")
+
     async def check(self, key: str, cost: float = 1, *, now: float | None = None) -> Decision:
         check_cost(cost)
         call = self._check(keys=self.redis_keys(key), args=self._args(now, cost))
@@ -116,6 +168,13 @@ class RedisConcurrency:
         args = [_now_arg(now), lease, repr(self.limit), repr(ttl_s)]
         call = self._acquire(keys=[self.redis_key(key)], args=args)
         return _decision(self.limit, await _bounded(self.timeout_s, call))
+
+    def call(self, verb: str, key: str, lease: str, ttl_s: float = 0.0) -> Call:
+        """One ``acquire`` or ``release`` as a pipeline entry (see ``run_batch``)."""
+        if verb == "acquire":
+            args = ["", lease, repr(self.limit), repr(ttl_s)]
+            return Call(self._acquire, [self.redis_key(key)], args, True)
+        return Call(self._release, [self.redis_key(key)], ["", lease], False)
 
     async def release(self, key: str, lease: str, *, now: float | None = None) -> None:
         call = self._release(keys=[self.redis_key(key)], args=[_now_arg(now), lease])

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aigw.limits.backend import (
-    Concurrency,
-    Limit,
     LimitSpec,
+    LocalConcurrency,
+    LocalLimit,
     local_concurrency,
     local_limit,
     redis_concurrency,
@@ -27,6 +27,8 @@ from aigw.settings import PERIOD_SECONDS, LimitRule, LimitsSettings, rule_name
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
+
+    from aigw.limits.redis_backend import RedisConcurrency, RedisLimit
 
 from aigw.types import GatewayRequest, end_user
 
@@ -41,11 +43,16 @@ class Rule:
     key_of: KeyReader
     models: frozenset[str]  # empty: every model group
     fail_open: bool
-    limit: Limit | None = None  # requests, tokens
-    local: Limit | None = None  # the twin counted in this process while the backend is down
-    gate: Concurrency | None = None  # concurrent
-    local_gate: Concurrency | None = None
-    shared: bool = False  # the counter lives in Redis
+    # Counted here: the rule's counter with the memory backend; with Redis, the twin
+    # used while Redis cannot be reached and the rule fails open.
+    local: LocalLimit | None = None
+    local_gate: LocalConcurrency | None = None
+    shared: RedisLimit | None = None  # requests, tokens on Redis
+    shared_gate: RedisConcurrency | None = None  # concurrent on Redis
+
+    @property
+    def is_shared(self) -> bool:
+        return self.shared is not None or self.shared_gate is not None
 
     def applies(self, model: str) -> bool:
         return not self.models or model in self.models
@@ -62,16 +69,16 @@ def build_rules(settings: LimitsSettings, redis: aioredis.Redis | None) -> list[
             key_of=key_reader(config.by, settings.team_header),
             models=frozenset(config.models),
             fail_open=config.on_backend_error == "open",
-            shared=redis is not None,
         )
         if config.concurrent is not None:
             rule.local_gate = local_concurrency(config.concurrent, time.time)
-            shared_gate = redis_concurrency(config.concurrent, redis, timeout) if redis else None
-            rule.gate = shared_gate or rule.local_gate
+            if redis is not None:
+                rule.shared_gate = redis_concurrency(config.concurrent, redis, timeout)
         else:
             spec = limit_spec(config)
             rule.local = local_limit(spec, time.time)
-            rule.limit = redis_limit(spec, redis, timeout) if redis else rule.local
+            if redis is not None:
+                rule.shared = redis_limit(spec, redis, timeout)
         rules.append(rule)
     return rules
 

@@ -109,8 +109,10 @@ class Shedder:
         """Give a slot back: to the best live waiter, if any."""
         while self._queue:
             waiter = heapq.heappop(self._queue)
-            if not waiter.live:
-                continue  # timed out, displaced or gone, already counted out
+            if not waiter.live or waiter.future.done():
+                # gone: counted out already, or (its wait just cancelled by a timeout) as
+                # soon as it runs its ``except``
+                continue
             waiter.live = False
             self._waiting -= 1
             waiter.future.set_result(None)  # the slot passes on: in_flight stays
@@ -130,7 +132,7 @@ class Shedder:
 
     def _displace(self, priority: int) -> bool:
         """Turn the worst waiter away if it ranks below ``priority``; True if done."""
-        live = [w for w in self._queue if w.live]
+        live = [w for w in self._queue if w.live and not w.future.done()]
         if not live:
             return False
         worst = max(live)

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aigw.errors import LimitsUnavailable, RateLimited
 from aigw.limits.accounting import GiveBacks, reservation, tokens_used
@@ -32,6 +32,9 @@ from aigw.observability.logs import JsonLog
 from aigw.observability.metrics import Metrics
 from aigw.state.base import StateUnavailable
 from aigw.types import GatewayRequest, Next, Result
+
+if TYPE_CHECKING:
+    from redis import asyncio as aioredis
 
 BACKEND_PAUSE_S = 1.0
 # A concurrency slot outlives its request by this much at most if the process dies.
@@ -45,8 +48,17 @@ class _Taken:
     key: str
     cost: float
     decision: Decision
-    local: bool  # charged to the local twin (backend down, failing open)
+    local: bool  # charged in this process (memory, or the twin of a Redis that is down)
     lease: str = ""  # the concurrency slot's id
+
+    @property
+    def rule_limit(self) -> float:
+        rule = self.rule
+        counter = rule.shared_gate if rule.kind == "concurrent" else rule.shared
+        return counter.limit if counter is not None else 0.0
+
+
+_PENDING = Decision(False, 0.0, 0.0, 0.0, 0.0)  # not charged yet
 
 
 class LimitStage:
@@ -60,8 +72,15 @@ class LimitStage:
         log: JsonLog,
         stale: Stale | None = None,
         stale_models: frozenset[str] = frozenset(),
+        *,
+        redis: aioredis.Redis | None = None,
+        timeout_s: float = 0.005,
+        request_timeout_s: float = 600.0,
     ) -> None:
         self.rules = rules
+        self.redis = redis
+        self.timeout_s = timeout_s
+        self.request_timeout_s = request_timeout_s
         self.counter = counter
         self.upstream_models = upstream_models  # model group → the name its tokenizer knows
         self.completion_tokens = completion_tokens
@@ -81,49 +100,38 @@ class LimitStage:
         if not rules:
             return await call_next(req)
         reserve = self._reservation(req) if any(r.kind == "tokens" for r in rules) else 0
-        jobs = []
-        for rule in rules:
-            value = rule.key_of(req)
-            if value is None:
-                continue  # no key, no charge: like nginx's empty limit_req key
-            cost = reserve if rule.kind == "tokens" else 1
-            jobs.append(self._take(rule, f"{rule.name}:{value}", cost, req))
-        if not jobs:
+        taken: list[_Taken] = []
+        remote: list[_Taken] = []  # to be charged on Redis, in one round trip
+        shared_up = self.redis is not None and self.loop.time() >= self.backend_down_until
+        try:
+            for rule in rules:
+                value = rule.key_of(req)
+                if value is None:
+                    continue  # no key, no charge: like nginx's empty limit_req key
+                key = f"{rule.name}:{value}"
+                cost = reserve if rule.kind == "tokens" else 1
+                lease = self._lease() if rule.kind == "concurrent" else ""
+                t = _Taken(rule, key, cost, _PENDING, local=not rule.is_shared, lease=lease)
+                if rule.is_shared and shared_up:
+                    remote.append(t)
+                else:
+                    self._charge_here(t)
+                taken.append(t)
+            if remote:
+                await self._charge_remote(remote)
+        except BaseException:
+            self._give_back(taken, requests=True, tokens_used=0.0)
+            raise
+        if not taken:
             return await call_next(req)
-        taken = await self._take_all(jobs)
         req.reply_headers += _headers(taken)
-        denied = [t for t in taken if not t.decision.allowed]
         self._count(taken)
+        denied = [t for t in taken if not t.decision.allowed]
         if denied:
             self._give_back(taken, requests=True, tokens_used=0.0)
             return await self._limited(req, denied)
         req.finishers.append(lambda r, status: self._finish(r, status, taken))
         return await call_next(req)
-
-    async def _take_all(self, jobs: list[Coroutine[Any, Any, _Taken]]) -> list[_Taken]:
-        """Run every check (at once when they go to Redis); if one cannot be made (a
-        fail-closed backend), give back what the others took and raise."""
-        if len(jobs) == 1:
-            return [await jobs[0]]
-        results: list[_Taken | BaseException] = []
-        if self._shared:
-            results = list(await asyncio.gather(*jobs, return_exceptions=True))
-        else:  # memory: nothing to wait for, so no tasks
-            for job in jobs:
-                try:
-                    results.append(await job)
-                except LimitsUnavailable as exc:
-                    results.append(exc)
-        taken = [r for r in results if isinstance(r, _Taken)]
-        for result in results:
-            if isinstance(result, BaseException):
-                self._give_back(taken, requests=True, tokens_used=0.0)
-                raise result
-        return taken
-
-    @property
-    def _shared(self) -> bool:
-        return any(r.shared for r in self.rules)
 
     def _reservation(self, req: GatewayRequest) -> int:
         model = self.upstream_models.get(req.model, req.model)
@@ -131,43 +139,56 @@ class LimitStage:
 
     # -- charging
 
-    async def _take(self, rule: Rule, key: str, cost: float, req: GatewayRequest) -> _Taken:
-        lease = self._lease(req) if rule.kind == "concurrent" else ""
-        if rule.shared and self.loop.time() >= self.backend_down_until:
-            try:
-                decision = await self._charge(rule, key, cost, lease, req, shared=True)
-            except StateUnavailable as exc:
-                self._backend_failed(rule, exc)
-            else:
-                if self.outage_logged:
-                    self._backend_ok()
-                return _Taken(rule, key, cost, decision, False, lease)
-        if rule.shared and not rule.fail_open:
-            raise LimitsUnavailable(
-                f"limit {rule.name!r} cannot be checked now", retry_after=BACKEND_PAUSE_S
-            )
-        decision = await self._charge(rule, key, cost, lease, req, shared=False)
-        return _Taken(rule, key, cost, decision, rule.shared, lease)
-
-    async def _charge(
-        self, rule: Rule, key: str, cost: float, lease: str, req: GatewayRequest, shared: bool
-    ) -> Decision:
+    def _charge_here(self, t: _Taken) -> None:
+        """Charge this process's counter: the rule's own (memory), or the twin of a
+        shared one whose backend is down, if the rule fails open."""
+        rule = t.rule
+        if rule.is_shared:
+            if not rule.fail_open:
+                raise LimitsUnavailable(
+                    f"limit {rule.name!r} cannot be checked now", retry_after=BACKEND_PAUSE_S
+                )
+            t.local = True
         if rule.kind == "concurrent":
-            gate = rule.gate if shared else rule.local_gate
-            assert gate is not None
-            ttl = max(0.0, req.deadline - self.loop.time()) + LEASE_SLACK_S
-            return await gate.acquire(key, lease, ttl)
-        limit = rule.limit if shared else rule.local
-        assert limit is not None
-        if not shared:
-            return await limit.check(key, cost)
+            assert rule.local_gate is not None
+            t.decision = rule.local_gate.acquire_now(t.key, t.lease, self._lease_ttl())
+        else:
+            assert rule.local is not None
+            t.decision = rule.local.check_now(t.key, t.cost)
+
+    async def _charge_remote(self, remote: list[_Taken]) -> None:
+        from aigw.limits.redis_backend import Call, run_batch
+
+        calls: list[Call] = []
+        for t in remote:
+            if t.rule.kind == "concurrent":
+                assert t.rule.shared_gate is not None
+                calls.append(t.rule.shared_gate.call("acquire", t.key, t.lease, self._lease_ttl()))
+            else:
+                assert t.rule.shared is not None
+                calls.append(t.rule.shared.call("check", t.key, t.cost))
+        assert self.redis is not None
         started = self.loop.time()
         try:
-            return await limit.check(key, cost)
-        finally:
-            self.metrics.limit_backend_seconds.observe(self.loop.time() - started)
+            replies = await run_batch(
+                self.redis, self.timeout_s, calls, [t.rule_limit for t in remote]
+            )
+        except StateUnavailable as exc:
+            self._backend_failed(remote[0].rule, exc)
+            for t in remote:
+                self._charge_here(t)  # fail open here, or LimitsUnavailable
+            return
+        self.metrics.limit_backend_seconds.observe(self.loop.time() - started)
+        if self.outage_logged:
+            self._backend_ok()
+        for t, reply in zip(remote, replies, strict=True):
+            assert reply is not None
+            t.decision = reply
 
-    def _lease(self, req: GatewayRequest) -> str:
+    def _lease_ttl(self) -> float:
+        return self.request_timeout_s + LEASE_SLACK_S
+
+    def _lease(self) -> str:
         """Unique across processes: request ids come from clients and may repeat."""
         self._leases += 1
         return f"{self._process}:{self._leases}"
@@ -207,27 +228,47 @@ class LimitStage:
 
     def _give_back(self, taken: list[_Taken], requests: bool, tokens_used: float | None) -> None:
         """Free concurrency slots; with ``requests`` refund request counts too (the request
-        was refused after all); reconcile token charges to ``tokens_used`` when known."""
-        jobs: list[Coroutine[Any, Any, None]] = []
+        was refused after all); reconcile token charges to ``tokens_used`` when known.
+        This process's counters now; Redis's in one pipeline, off the request path."""
+        from_redis: list[tuple[_Taken, float]] = []
         for t in taken:
-            if not t.decision.allowed:
+            if t.decision is _PENDING or not t.decision.allowed:
                 continue
             rule = t.rule
-            shared = rule.shared and not t.local
             if rule.kind == "concurrent":
-                gate = rule.gate if shared else rule.local_gate
-                assert gate is not None
-                jobs.append(gate.release(t.key, t.lease))
-                continue
-            if rule.kind == "tokens":
+                delta = 0.0
+            elif rule.kind == "tokens":
                 delta = 0.0 if tokens_used is None else tokens_used - t.cost
+                if not delta:
+                    continue
             else:
-                delta = -t.cost if requests else 0.0
-            if delta:
-                limit = rule.limit if shared else rule.local
-                assert limit is not None
-                jobs.append(limit.adjust(t.key, delta))
-        self.give_backs.run(jobs)
+                if not requests:
+                    continue
+                delta = -t.cost
+            if not t.local:
+                from_redis.append((t, delta))
+            elif rule.kind == "concurrent":
+                assert rule.local_gate is not None
+                rule.local_gate.release_now(t.key, t.lease)
+            else:
+                assert rule.local is not None
+                rule.local.adjust_now(t.key, delta)
+        if from_redis:
+            self.give_backs.run([self._give_back_remote(from_redis)])
+
+    async def _give_back_remote(self, items: list[tuple[_Taken, float]]) -> None:
+        from aigw.limits.redis_backend import Call, run_batch
+
+        calls: list[Call] = []
+        for t, delta in items:
+            if t.rule.kind == "concurrent":
+                assert t.rule.shared_gate is not None
+                calls.append(t.rule.shared_gate.call("release", t.key, t.lease))
+            else:
+                assert t.rule.shared is not None
+                calls.append(t.rule.shared.call("adjust", t.key, delta))
+        assert self.redis is not None
+        await run_batch(self.redis, self.timeout_s, calls, [t.rule_limit for t, _ in items])
 
     # -- backend health, metrics
 
