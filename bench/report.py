@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from batching import WorkerRun
 from caching import CacheRun, VectorRun
 from failover import DEAD_ID, BalancerRun, FailoverRun, HedgeArm, HedgeRun
+from limits import LimitsRun
 from loadgen import WrkResult
 from measure import FanoutRun, HopRow, Memory, Plan, SlowRun, StartupRun, TtfbRun
 from report_cache import cache_derived, cache_section, cache_verdict
 from report_format import Verdict, core_share, errors_text, num, rounds_text, table
+from report_limits import limits_derived, limits_section, limits_verdicts
 from report_worker import worker_derived, worker_section, worker_verdict
 from streams import FanoutSummary, TtfbSummary
 
@@ -56,6 +58,7 @@ class Results:
     cache: CacheRun | None = None
     vectors: list[VectorRun] = field(default_factory=list)
     worker: WorkerRun | None = None
+    limits: LimitsRun | None = None
     rss_idle: Memory | None = None
     rss_after: Memory | None = None
     rss_peak: Memory | None = None  # VmHWM
@@ -197,6 +200,7 @@ def verdicts(results: Results) -> list[Verdict]:
         *_failover_verdicts(results),
         cache_verdict(results.cache),
         worker_verdict(results.worker),
+        *limits_verdicts(results.limits),
     ]
 
 
@@ -560,6 +564,10 @@ def _worker_section(results: Results) -> list[str]:
     return worker_section(results.worker, results.plan.worker_round_s)
 
 
+def _limits_section(results: Results) -> list[str]:
+    return limits_section(results.limits)
+
+
 def _problems_section(results: Results) -> list[str]:
     lines = []
     if results.errors:
@@ -599,6 +607,7 @@ def render_markdown(results: Results) -> str:
         _failover_section,
         _cache_section,
         _worker_section,
+        _limits_section,
         _problems_section,
         _machine_section,
     ]
@@ -631,6 +640,7 @@ def to_json(results: Results) -> str:
         **_failover_derived(results),
         "cache": cache_derived(results.cache) if results.cache else None,
         "worker": worker_derived(results.worker) if results.worker else None,
+        "limits": limits_derived(results.limits) if results.limits else None,
     }
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 

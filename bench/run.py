@@ -1,7 +1,7 @@
 """Benchmark aigw against direct calls, in one go, and print a Markdown report.
 
     python bench/run.py [--quick] [--out bench/out] [--workers N] [--no-access-log]
-                        [--sections hops,slow,ttfb,fanout,startup,failover,cache,worker]
+                        [--sections hops,slow,ttfb,fanout,startup,failover,cache,worker,limits]
 
 Writes OUT/report.md and OUT/results.json (see bench/README.md for what each number
 means). Only 127.0.0.1 is ever targeted; every child process is stopped on exit.
@@ -37,6 +37,7 @@ from failover import (
     measure_failover,
     measure_hedging,
 )
+from limits import LIMITS_FULL, LIMITS_QUICK, run_limits
 from machine import BackgroundMeter, machine_info
 from measure import (
     FULL,
@@ -66,7 +67,7 @@ from stack import (
     write_gateway_config,
 )
 
-SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover", "cache", "worker")
+SECTIONS = ("hops", "slow", "ttfb", "fanout", "startup", "failover", "cache", "worker", "limits")
 SLOW_SIM = SimulatorSpec("slow", latency_ms=50, tokens_per_s=0, completion_tokens=16)
 TTFB_SIM = SimulatorSpec("ttfb", latency_ms=0, tokens_per_s=50, completion_tokens=4)
 FANOUT_SIM = SimulatorSpec("fanout", latency_ms=0, tokens_per_s=20, completion_tokens=16)
@@ -189,6 +190,8 @@ def run_sections(stack: Stack, plan: Plan, sections: set[str]) -> None:
         run_cache_section(stack, plan)
     if "worker" in sections:
         run_worker_section(stack, plan)
+    if "limits" in sections:
+        run_limits_section(stack)
     if gw is not None:
         results.rss_after = read_memory(gw)
         results.rss_peak = read_memory(gw, "VmHWM")
@@ -245,6 +248,31 @@ def run_worker_section(stack: Stack, plan: Plan) -> None:
     levels = ",".join(map(str, WORKER_CONCURRENCY))
     say(f"worker: embeddings, batching off/on at c={levels}, {plan.worker_s:g} s per target")
     results.worker = _guard(results, "worker", lambda: run_worker(stack.group, plan, stack.out))
+
+
+def run_limits_section(stack: Stack) -> None:
+    results = stack.results
+    plan = LIMITS_QUICK if results.quick else LIMITS_FULL
+    say(
+        "limits: check cost; 0 vs 3 limits (memory, Redis) at c=1,16; load shedding at"
+        f" 0.5x then 4x capacity ({plan.baseline_s:g} s + {plan.overload_s:g} s per gateway)"
+    )
+    run = _guard(
+        results,
+        "limits",
+        lambda: run_limits(
+            stack.group,
+            stack.nginx,
+            plan,
+            access_log=results.access_log,
+            workers=results.workers,
+            out=stack.out,
+        ),
+    )
+    results.limits = run
+    for part, why in run.errors.items() if run else ():
+        results.errors[f"limits ({part})"] = why
+        say(f"limits ({part}): FAILED: {why[:300]}")
 
 
 def run(args: argparse.Namespace) -> Results:
