@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -86,7 +87,7 @@ class SqliteThread:
         if self._conn is None:
             # isolation_level=None: no implicit transactions; writes use `transaction`.
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn, self.timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
             self._conn = conn
@@ -110,3 +111,17 @@ class SqliteThread:
                 if self._conn is not None:
                     self._conn.interrupt()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Switch to WAL. The switch needs the file to itself and SQLite does not wait on
+    ``busy_timeout`` for it, so processes opening a new file at once retry here."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
