@@ -82,6 +82,9 @@ class Services:
         backend = settings.limits.backend
         if backend == "memory" or (backend == "auto" and settings.state.backend != "redis"):
             return None
+        shared: aioredis.Redis | None = getattr(self.state, "client", None)
+        if self.state.name == "redis" and shared is not None:
+            return shared  # the state backend's pool: one per process is enough
         if self.redis is None:
             from redis import asyncio as aioredis
 

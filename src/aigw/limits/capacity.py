@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from aigw.limits.accounting import GiveBacks, reservation, tokens_used
 from aigw.limits.algorithms import Decision
-from aigw.limits.backend import Limit, LimitSpec, local_limit, redis_limit
+from aigw.limits.backend import LimitSpec, LocalLimit, local_limit, redis_limit
 from aigw.limits.tokens import TokenCounter
 from aigw.observability.metrics import Metrics
 from aigw.settings import DeploymentSettings
@@ -28,6 +28,8 @@ from aigw.state.base import StateUnavailable
 
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
+
+    from aigw.limits.redis_backend import RedisLimit
 
 from aigw.types import GatewayRequest
 
@@ -39,8 +41,8 @@ class _Meter:
     """One deployment's rpm or tpm: the shared counter and its local twin."""
 
     name: str  # rpm | tpm
-    shared: Limit
-    local: Limit
+    local: LocalLimit  # the counter with the memory backend; the twin while Redis is down
+    shared: RedisLimit | None
 
 
 class Capacity:
@@ -60,12 +62,13 @@ class Capacity:
             for name, amount in (("rpm", d.rpm), ("tpm", d.tpm)):
                 if amount:
                     spec = LimitSpec("sliding_window_counter", float(amount), WINDOW_S)
-                    local = local_limit(spec, time.time)
-                    shared = redis_limit(spec, redis, timeout_s) if redis else local
-                    meters.append(_Meter(name, shared, local))
+                    shared = redis_limit(spec, redis, timeout_s) if redis else None
+                    meters.append(_Meter(name, local_limit(spec, time.time), shared))
             if meters:
                 self.meters[d.id] = meters
                 self.models[d.id] = d.model
+        self.redis = redis
+        self.timeout_s = timeout_s
         self.counter = counter
         self.completion_tokens = completion_tokens
         self.metrics = metrics
@@ -86,14 +89,17 @@ class Capacity:
             tokens = float(reservation(req, self.counter, model, self.completion_tokens))
         key = f"deployment:{deployment}"
         costs = [1.0 if m.name == "rpm" else tokens for m in meters]
-        shared = self.loop.time() >= self.down_until
-        try:
-            decisions = await self._check(meters, key, costs, shared)
-        except StateUnavailable:
-            self.down_until = self.loop.time() + 1.0
-            self.metrics.state_errors.labels("capacity").inc()
-            shared = False
-            decisions = await self._check(meters, key, costs, shared)
+        shared = self.redis is not None and self.loop.time() >= self.down_until
+        decisions: list[Decision] = []
+        if shared:
+            try:
+                decisions = await self._check_shared(meters, key, costs)
+            except StateUnavailable:
+                self.down_until = self.loop.time() + 1.0
+                self.metrics.state_errors.labels("capacity").inc()
+                shared = False
+        if not shared:
+            decisions = [m.local.check_now(key, c) for m, c in zip(meters, costs, strict=True)]
         full = [(m, d) for m, d in zip(meters, decisions, strict=True) if not d.allowed]
         hold = Hold(self, key, meters, decisions, costs, shared)
         if full:
@@ -103,20 +109,30 @@ class Capacity:
             return None, max(d.retry_after_s for _, d in full)
         return hold, 0.0
 
-    async def _check(
-        self, meters: list[_Meter], key: str, costs: list[float], shared: bool
+    async def _check_shared(
+        self, meters: list[_Meter], key: str, costs: list[float]
     ) -> list[Decision]:
-        jobs = [
-            (m.shared if shared else m.local).check(key, c)
-            for m, c in zip(meters, costs, strict=True)
-        ]
-        if len(jobs) == 1:
-            return [await jobs[0]]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return list(results)  # type: ignore[arg-type]
+        """Every meter's check in one pipeline, as the admit stage does."""
+        from aigw.limits.redis_backend import run_batch
+
+        calls = [_shared(m).call("check", key, c) for m, c in zip(meters, costs, strict=True)]
+        assert self.redis is not None
+        replies = await run_batch(
+            self.redis, self.timeout_s, calls, [m.local.limit for m in meters]
+        )
+        return [r for r in replies if r is not None]
+
+    async def adjust_shared(self, key: str, items: list[tuple[_Meter, float]]) -> None:
+        from aigw.limits.redis_backend import run_batch
+
+        calls = [_shared(m).call("adjust", key, delta) for m, delta in items]
+        assert self.redis is not None
+        await run_batch(self.redis, self.timeout_s, calls, [m.local.limit for m, _ in items])
+
+
+def _shared(meter: _Meter) -> RedisLimit:
+    assert meter.shared is not None
+    return meter.shared
 
 
 class Hold:
@@ -153,7 +169,7 @@ class Hold:
         if self.settled:
             return
         self.settled = True
-        jobs = []
+        remote: list[tuple[_Meter, float]] = []
         for meter, decision, cost in zip(self.meters, self.decisions, self.costs, strict=True):
             if not decision.allowed:
                 continue
@@ -161,7 +177,11 @@ class Hold:
                 delta = -cost if requests else 0.0
             else:
                 delta = 0.0 if tokens_used is None else tokens_used - cost
-            if delta:
-                counter = meter.shared if self.shared else meter.local
-                jobs.append(counter.adjust(self.key, delta))
-        self.capacity.give_backs.run(jobs)
+            if not delta:
+                continue
+            if self.shared:
+                remote.append((meter, delta))
+            else:
+                meter.local.adjust_now(self.key, delta)
+        if remote:
+            self.capacity.give_backs.run([self.capacity.adjust_shared(self.key, remote)])

@@ -92,14 +92,25 @@ class LimitStage:
         self.backend_down_until = 0.0
         self.outage_logged = False
         self.give_backs = GiveBacks(metrics, "limits")
+        self._plans: dict[str, tuple[list[Rule], bool]] = {}
+        for model in upstream_models:  # every model group, worked out once
+            self._plans[model] = self._plan(model)
         self._leases = 0
         self._process = os.urandom(8).hex()
 
+    def _plan(self, model: str) -> tuple[list[Rule], bool]:
+        """The rules that apply to ``model``, and whether any counts tokens."""
+        plan = self._plans.get(model)
+        if plan is None:  # a model this gateway does not serve: the executor answers 404
+            rules = [r for r in self.rules if r.applies(model)]
+            plan = rules, any(r.kind == "tokens" for r in rules)
+        return plan
+
     async def __call__(self, req: GatewayRequest, call_next: Next) -> Result:
-        rules = [r for r in self.rules if r.applies(req.model)]
+        rules, counts_tokens = self._plan(req.model)
         if not rules:
             return await call_next(req)
-        reserve = self._reservation(req) if any(r.kind == "tokens" for r in rules) else 0
+        reserve = self._reservation(req) if counts_tokens else 0
         taken: list[_Taken] = []
         remote: list[_Taken] = []  # to be charged on Redis, in one round trip
         shared_up = self.redis is not None and self.loop.time() >= self.backend_down_until
